@@ -1,0 +1,184 @@
+"""Annual registration (年度登记审核, rule 6.3) and interviews (约谈)."""
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class RegistrationWindow(Model):
+    """The filing window for one reported year, when the province changed the default."""
+
+    report_year = fields.IntField(primary_key=True)
+    opens_on = fields.DateField()
+    closes_on = fields.DateField()
+    #: a demo override is shown as such in the portal
+    is_demo_override = fields.BooleanField(default=False)
+    reason = fields.CharField(max_length=255, default="")
+    set_by = fields.ForeignKeyField(
+        "models.StaffUser", related_name="windows_set", null=True, on_delete=fields.SET_NULL
+    )
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "registration_window"
+
+
+class AnnualRegistration(Model):
+    id = fields.IntField(primary_key=True)
+    veteran = fields.ForeignKeyField(
+        "models.Veteran", related_name="registrations", on_delete=fields.RESTRICT
+    )
+    report_year = fields.IntField()
+    #: copied from the veteran so that list pages filter on one indexed table
+    county_code = fields.CharField(max_length=6)
+    #: draft, submitted, returned, approved (backend.services.registrations.TRANSITIONS)
+    status = fields.CharField(max_length=16, default="draft")
+    #: the draft being edited; submitted content lives in RegistrationVersion
+    draft = fields.JSONField(default=dict)
+    current_version = fields.IntField(default=0)
+    #: online (by the veteran) or onsite (entered by staff at the counter)
+    channel = fields.CharField(max_length=8, default="online")
+    entered_by = fields.ForeignKeyField(
+        "models.StaffUser",
+        related_name="entered_registrations",
+        null=True,
+        on_delete=fields.SET_NULL,
+    )
+    submitted_at = fields.DatetimeField(null=True)
+    first_submitted_at = fields.DatetimeField(null=True)
+    correction_deadline = fields.DateField(null=True)
+    reviewed_by = fields.ForeignKeyField(
+        "models.StaffUser",
+        related_name="reviewed_registrations",
+        null=True,
+        on_delete=fields.SET_NULL,
+    )
+    reviewed_at = fields.DatetimeField(null=True)
+    #: bumped on every change; guarded updates compare it
+    lock_version = fields.IntField(default=0)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "annual_registration"
+        unique_together = (("veteran", "report_year"),)
+        indexes = (
+            ("report_year", "status", "county_code", "id"),
+            ("report_year", "county_code", "id"),
+        )
+
+    def __str__(self) -> str:
+        return f"registration#{self.id}({self.report_year})"
+
+
+class RegistrationVersion(Model):
+    """An unchangeable copy of what was submitted, one per submission."""
+
+    id = fields.IntField(primary_key=True)
+    registration = fields.ForeignKeyField(
+        "models.AnnualRegistration", related_name="versions", on_delete=fields.RESTRICT
+    )
+    version_no = fields.IntField()
+    data = fields.JSONField()
+    submitted_at = fields.DatetimeField(auto_now_add=True)
+    entered_by = fields.ForeignKeyField(
+        "models.StaffUser", related_name="entered_versions", null=True, on_delete=fields.SET_NULL
+    )
+
+    class Meta:
+        table = "registration_version"
+        unique_together = (("registration", "version_no"),)
+
+
+class ReviewComment(Model):
+    """A reviewer's comment on one section of one submitted version."""
+
+    id = fields.IntField(primary_key=True)
+    registration = fields.ForeignKeyField(
+        "models.AnnualRegistration", related_name="comments", on_delete=fields.RESTRICT
+    )
+    version = fields.ForeignKeyField(
+        "models.RegistrationVersion", related_name="comments", on_delete=fields.RESTRICT
+    )
+    section = fields.CharField(max_length=32)
+    comment = fields.TextField()
+    staff = fields.ForeignKeyField(
+        "models.StaffUser", related_name="review_comments", on_delete=fields.RESTRICT
+    )
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "review_comment"
+
+
+class BenefitConfirmation(Model):
+    """The explicit record that approval confirmed the year's benefits."""
+
+    id = fields.IntField(primary_key=True)
+    veteran = fields.ForeignKeyField(
+        "models.Veteran", related_name="benefit_confirmations", on_delete=fields.RESTRICT
+    )
+    report_year = fields.IntField()
+    registration = fields.ForeignKeyField(
+        "models.AnnualRegistration", related_name="confirmations", on_delete=fields.RESTRICT
+    )
+    confirmed_by = fields.ForeignKeyField(
+        "models.StaffUser", related_name="confirmations", on_delete=fields.RESTRICT
+    )
+    confirmed_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "benefit_confirmation"
+        unique_together = (("veteran", "report_year"),)
+
+
+class LateFilingPermit(Model):
+    """A clerk's permission for one veteran to file after the window closed."""
+
+    id = fields.IntField(primary_key=True)
+    veteran = fields.ForeignKeyField(
+        "models.Veteran", related_name="late_permits", on_delete=fields.RESTRICT
+    )
+    report_year = fields.IntField()
+    deadline = fields.DateField()
+    reason = fields.TextField()
+    granted_by = fields.ForeignKeyField(
+        "models.StaffUser", related_name="late_permits", on_delete=fields.RESTRICT
+    )
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "late_filing_permit"
+        unique_together = (("veteran", "report_year"),)
+
+
+class Interview(Model):
+    """约谈: planned, held, closed with an outcome (or cancelled)."""
+
+    id = fields.IntField(primary_key=True)
+    veteran = fields.ForeignKeyField(
+        "models.Veteran", related_name="interviews", on_delete=fields.RESTRICT
+    )
+    registration = fields.ForeignKeyField(
+        "models.AnnualRegistration", related_name="interviews", null=True, on_delete=fields.SET_NULL
+    )
+    county_code = fields.CharField(max_length=6, db_index=True)
+    #: planned, held, closed, cancelled
+    status = fields.CharField(max_length=16, default="planned")
+    #: the warning signs; staff-only, never sent through WeChat
+    reason = fields.TextField()
+    planned_at = fields.DatetimeField()
+    location = fields.CharField(max_length=128, default="")
+    held_at = fields.DatetimeField(null=True)
+    staff_present = fields.CharField(max_length=255, default="")
+    #: visible only to the county's lead and above
+    notes = fields.TextField(default="")
+    outcome = fields.TextField(default="")
+    lock_version = fields.IntField(default=0)
+    created_by = fields.ForeignKeyField(
+        "models.StaffUser", related_name="interviews_opened", on_delete=fields.RESTRICT
+    )
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "interview"

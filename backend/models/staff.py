@@ -1,0 +1,48 @@
+"""Staff accounts and their portal sessions."""
+
+from tortoise import fields
+from tortoise.models import Model
+
+#: clerk handles cases; lead also sees interview notes and manages accounts one level down
+ROLES = ("clerk", "lead")
+
+
+class StaffUser(Model):
+    id = fields.IntField(primary_key=True)
+    username = fields.CharField(max_length=64, unique=True)
+    display_name = fields.CharField(max_length=64)
+    password_hash = fields.CharField(max_length=255)
+    role = fields.CharField(max_length=16, default="clerk")
+    region = fields.ForeignKeyField(
+        "models.Region", related_name="staff", on_delete=fields.RESTRICT
+    )
+    is_active = fields.BooleanField(default=True)
+    failed_logins = fields.IntField(default=0)
+    locked_until = fields.DatetimeField(null=True)
+    created_by = fields.ForeignKeyField(
+        "models.StaffUser", related_name="created_staff", null=True, on_delete=fields.SET_NULL
+    )
+    created_at = fields.DatetimeField(auto_now_add=True)
+    last_login_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "staff_user"
+
+    def __str__(self) -> str:
+        return self.username
+
+
+class StaffSession(Model):
+    #: SHA-256 of the cookie value; the cookie itself is never stored
+    id = fields.CharField(max_length=64, primary_key=True)
+    staff = fields.ForeignKeyField(
+        "models.StaffUser", related_name="sessions", on_delete=fields.CASCADE
+    )
+    csrf_token = fields.CharField(max_length=64)
+    ip = fields.CharField(max_length=64, default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+    expires_at = fields.DatetimeField()
+    revoked_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "staff_session"
