@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 # Keys for development and tests only: production refuses to start with them.
-DEV_SECRET_KEY = "dev-only-secret-key-change-me"
+DEV_SECRET_KEY = "dev-only-secret-key-change-me"  # noqa: S105
 DEV_FIELD_KEY = base64.b64encode(b"dev-only-field-key-32-bytes-long").decode()
 DEV_LOOKUP_KEY = base64.b64encode(b"dev-only-lookup-key-32-bytes-lon").decode()
 

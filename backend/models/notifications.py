@@ -23,7 +23,7 @@ class TemplateConfig(Model):
 
 
 class SubscriptionLedger(Model):
-    """How many one-time acceptances a veteran's account has left for a template."""
+    """How many one-time acceptances an account has left for a template."""
 
     id = fields.IntField(primary_key=True)
     account = fields.ForeignKeyField(
@@ -72,7 +72,7 @@ class OutboxMessage(Model):
     object_type = fields.CharField(max_length=32, default="")
     object_id = fields.IntField(null=True)
     template_id = fields.CharField(max_length=128, default="")
-    #: the subscribe/send body without touser's token; built when enqueued
+    #: the complete subscribe/send body, built when enqueued
     payload = fields.JSONField(default=dict)
     #: pending, sending, accepted, delivered, failed, unknown, undeliverable
     status = fields.CharField(max_length=16, default="pending")
@@ -80,7 +80,7 @@ class OutboxMessage(Model):
     next_attempt_at = fields.DatetimeField()
     locked_by = fields.CharField(max_length=64, null=True)
     locked_until = fields.DatetimeField(null=True)
-    #: WeChat's 64-bit msgid, kept as text
+    #: the 64-bit msgid WeChat returned, kept as text
     msgid = fields.CharField(max_length=32, null=True, db_index=True)
     last_errcode = fields.IntField(null=True)
     last_error = fields.CharField(max_length=255, default="")
@@ -126,7 +126,7 @@ class InboxMessage(Model):
 
     class Meta:
         table = "inbox_message"
-        indexes = (("veteran", "id"),)
+        indexes = (("veteran_id", "id"),)
 
 
 class PhoneTask(Model):

@@ -32,7 +32,7 @@ class AnnualRegistration(Model):
     county_code = fields.CharField(max_length=6)
     #: draft, submitted, returned, approved (backend.services.registrations.TRANSITIONS)
     status = fields.CharField(max_length=16, default="draft")
-    #: the draft being edited; submitted content lives in RegistrationVersion
+    #: the draft being edited, submitted content lives in RegistrationVersion
     draft = fields.JSONField(default=dict)
     current_version = fields.IntField(default=0)
     #: online (by the veteran) or onsite (entered by staff at the counter)
@@ -53,7 +53,7 @@ class AnnualRegistration(Model):
         on_delete=fields.SET_NULL,
     )
     reviewed_at = fields.DatetimeField(null=True)
-    #: bumped on every change; guarded updates compare it
+    #: bumped on every change, guarded updates compare it
     lock_version = fields.IntField(default=0)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
@@ -64,6 +64,8 @@ class AnnualRegistration(Model):
         indexes = (
             ("report_year", "status", "county_code", "id"),
             ("report_year", "county_code", "id"),
+            #: the overdue-reviews page: submitted ones, oldest first
+            ("status", "submitted_at"),
         )
 
     def __str__(self) -> str:
@@ -90,7 +92,7 @@ class RegistrationVersion(Model):
 
 
 class ReviewComment(Model):
-    """A reviewer's comment on one section of one submitted version."""
+    """A comment by the reviewer on one section of one submitted version."""
 
     id = fields.IntField(primary_key=True)
     registration = fields.ForeignKeyField(
@@ -111,7 +113,7 @@ class ReviewComment(Model):
 
 
 class BenefitConfirmation(Model):
-    """The explicit record that approval confirmed the year's benefits."""
+    """The explicit record that approval confirmed the benefits of the year."""
 
     id = fields.IntField(primary_key=True)
     veteran = fields.ForeignKeyField(
@@ -132,7 +134,7 @@ class BenefitConfirmation(Model):
 
 
 class LateFilingPermit(Model):
-    """A clerk's permission for one veteran to file after the window closed."""
+    """Permission by a clerk for one veteran to file after the window closed."""
 
     id = fields.IntField(primary_key=True)
     veteran = fields.ForeignKeyField(
@@ -164,13 +166,13 @@ class Interview(Model):
     county_code = fields.CharField(max_length=6, db_index=True)
     #: planned, held, closed, cancelled
     status = fields.CharField(max_length=16, default="planned")
-    #: the warning signs; staff-only, never sent through WeChat
+    #: the warning signs, staff-only, never sent through WeChat
     reason = fields.TextField()
     planned_at = fields.DatetimeField()
     location = fields.CharField(max_length=128, default="")
     held_at = fields.DatetimeField(null=True)
     staff_present = fields.CharField(max_length=255, default="")
-    #: visible only to the county's lead and above
+    #: visible only to the county lead and above
     notes = fields.TextField(default="")
     outcome = fields.TextField(default="")
     lock_version = fields.IntField(default=0)

@@ -21,6 +21,10 @@ class RosterImportBatch(Model):
     error_count = fields.IntField(default=0)
     #: [{"row": 7, "field": "id_number", "reason": "…"}], capped for very bad files
     errors = fields.JSONField(default=list)
+    #: [{"row": 9, "name": "…", "id_masked": "…", "fields": ["phone", "status"]}], capped
+    changes = fields.JSONField(default=list)
+    #: digest of the matched roster entries at preview time, apply refuses if it moved
+    roster_digest = fields.CharField(max_length=64, default="")
     created_at = fields.DatetimeField(auto_now_add=True)
     applied_at = fields.DatetimeField(null=True)
 

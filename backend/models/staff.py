@@ -3,7 +3,7 @@
 from tortoise import fields
 from tortoise.models import Model
 
-#: clerk handles cases; lead also sees interview notes and manages accounts one level down
+#: clerk handles cases, lead also sees interview notes and manages accounts one level down
 ROLES = ("clerk", "lead")
 
 
@@ -33,7 +33,7 @@ class StaffUser(Model):
 
 
 class StaffSession(Model):
-    #: SHA-256 of the cookie value; the cookie itself is never stored
+    #: SHA-256 of the cookie value, the cookie itself is never stored
     id = fields.CharField(max_length=64, primary_key=True)
     staff = fields.ForeignKeyField(
         "models.StaffUser", related_name="sessions", on_delete=fields.CASCADE

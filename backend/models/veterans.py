@@ -43,7 +43,7 @@ class WechatAccount(Model):
     id = fields.IntField(primary_key=True)
     openid = fields.CharField(max_length=64, unique=True)
     unionid = fields.CharField(max_length=64, null=True)
-    #: null until bound; unique, so one account per veteran and one veteran per account
+    #: null until bound, unique, so one account per veteran and one veteran per account
     veteran: fields.OneToOneNullableRelation[Veteran] = fields.OneToOneField(
         "models.Veteran", related_name="account", null=True, on_delete=fields.SET_NULL
     )

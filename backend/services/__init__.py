@@ -1,0 +1,1 @@
+"""Domain functions: the business rules, callable without HTTP."""

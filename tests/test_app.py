@@ -1,0 +1,61 @@
+"""The app factory, error bodies and settings: what every route relies on."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from backend.errors import all_error_classes
+from backend.settings import Settings, SettingsError
+
+
+async def test_health_answers_once_the_database_answers(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert response.headers["x-request-id"]
+
+
+async def test_unknown_api_path_answers_the_documented_error_body(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/no-such-thing")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "NOT_FOUND"
+    assert response.json()["error"]["message"] == "没有找到相关记录。"
+
+
+async def test_openapi_document_is_served(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/openapi.json")
+
+    assert response.status_code == 200
+    assert response.json()["openapi"].startswith("3.")
+
+
+def test_each_error_code_means_one_http_status() -> None:
+    statuses: dict[str, set[int]] = {}
+    for cls in all_error_classes():
+        statuses.setdefault(cls.code, set()).add(cls.status)
+
+    assert {code: s for code, s in statuses.items() if len(s) > 1} == {}
+
+
+def test_production_refuses_plain_http_cookies() -> None:
+    with pytest.raises(SettingsError, match="APP_COOKIE_SECURE"):
+        Settings.from_env({"APP_ENV": "production", "APP_COOKIE_SECURE": "false"})
+
+
+def test_production_refuses_development_keys() -> None:
+    with pytest.raises(SettingsError, match="APP_FIELD_KEY"):
+        Settings.from_env({"APP_ENV": "production", "APP_DATABASE_URL": "mysql://u:p@db/x"})
+
+
+def test_settings_hide_secrets_in_repr() -> None:
+    settings = Settings(wechat_secret="very-secret-value")
+
+    assert "very-secret-value" not in repr(settings)
+
+
+def test_malformed_setting_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match="APP_PORT"):
+        Settings.from_env({"APP_PORT": "eighty"})
