@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -51,7 +52,10 @@ async def _mariadb_admin(sql: str) -> None:
     conn = await aiomysql.connect(host="127.0.0.1", port=3306, user="root", password="")
     try:
         async with conn.cursor() as cur:
-            await cur.execute(sql)
+            with warnings.catch_warnings():
+                # "IF EXISTS" on a missing database is a server note, not a problem.
+                warnings.simplefilter("ignore")
+                await cur.execute(sql)
         await conn.commit()
     finally:
         conn.close()
