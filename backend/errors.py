@@ -100,6 +100,48 @@ class WechatError(AppError):
         self.errmsg = errmsg
 
 
+class WechatCodeInvalid(WechatError):
+    """A wx.login code that is malformed, expired (40029) or already used (40163)."""
+
+    status, code, message = 400, "LOGIN_CODE_INVALID", "登录凭证已失效，请重新登录。"
+
+
+class WechatPhoneCodeInvalid(WechatCodeInvalid):
+    """A getPhoneNumber code that is invalid, expired or not this user's (40029)."""
+
+    status, code, message = 400, "PHONE_CODE_INVALID", "手机号授权已失效，请重新授权。"
+
+
+class WechatBusy(WechatError):
+    """WeChat answered -1 (system busy) or could not be reached: try again later."""
+
+    status, code, message = 503, "WECHAT_BUSY", "微信服务繁忙，请稍后再试。"
+
+
+class WechatTimeout(WechatError):
+    """The request may have reached WeChat but no answer came: its outcome is unknown."""
+
+    status, code, message = 504, "WECHAT_TIMEOUT", "微信服务响应超时，请稍后再试。"
+
+
+class WechatConfigError(WechatError):
+    """The token endpoint refused our appid, secret or server address: never retried."""
+
+    status, code, message = 502, "WECHAT_CONFIG", "微信服务配置有误，请联系管理员。"
+
+
+class WechatRefused(WechatError):
+    """WeChat refused this call for a reason in errcode (43101, 47003, 40003, ...)."""
+
+    status, code, message = 502, "WECHAT_REFUSED", "微信拒绝了本次请求。"
+
+
+class WechatBadAnswer(WechatError):
+    """An answer that breaks WeChat's documented shape or is not for our app."""
+
+    status, code, message = 502, "WECHAT_BAD_ANSWER", "微信服务返回了无法识别的结果。"
+
+
 class LoginCodeInvalid(AppError):
     status, code, message = 400, "LOGIN_CODE_INVALID", "登录凭证已失效，请重新登录。"
 
@@ -118,6 +160,11 @@ class TemplateConfigInvalid(AppError):
 
 class CsrfFailed(AppError):
     status, code, message = 403, "CSRF_FAILED", "页面已过期，请刷新后重试。"
+
+
+class LoginFailed(AppError):
+    # One message for an unknown user, a wrong password and a disabled account.
+    status, code, message = 401, "LOGIN_FAILED", "用户名或密码错误。"
 
 
 class AccountLocked(AppError):

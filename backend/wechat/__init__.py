@@ -1,0 +1,1 @@
+"""The WeChat adapter: crypto and push parsing (wechatpy), the async API client, the stand-in."""
