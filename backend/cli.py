@@ -70,7 +70,11 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
         await db.init(settings.db_url)
         ctx = context.install(context.build(settings))
         try:
-            await dispatcher.run_forever(worker_id, asyncio.Event(), once=args.once)
+            if args.once:
+                count = await dispatcher.run_once(worker_id)
+                logger.info("dispatcher %s: one pass handled %d messages", worker_id, count)
+            else:
+                await dispatcher.run_forever(worker_id, asyncio.Event())
         finally:
             await ctx.wechat.close()
             await ctx.store.close()
