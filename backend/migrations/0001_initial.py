@@ -213,7 +213,7 @@ class Migration(migrations.Migration):
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
                 ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
             ],
-            options={'table': 'annual_registration', 'app': 'models', 'unique_together': (('veteran', 'report_year'),), 'indexes': [Index(fields=['report_year', 'status', 'county_code', 'id']), Index(fields=['report_year', 'county_code', 'id']), Index(fields=['status', 'submitted_at'])], 'pk_attr': 'id'},
+            options={'table': 'annual_registration', 'app': 'models', 'unique_together': (('veteran', 'report_year'),), 'indexes': [Index(fields=['report_year', 'status', 'county_code', 'id']), Index(fields=['report_year', 'county_code', 'id']), Index(fields=['status', 'county_code', 'submitted_at', 'id'])], 'pk_attr': 'id'},
             bases=['Model'],
         ),
         ops.CreateModel(

@@ -1,5 +1,7 @@
 """The audit trail: state changes and sensitive reads, as data."""
 
+from typing import Any
+
 from tortoise import fields
 from tortoise.models import Model
 
@@ -13,7 +15,7 @@ class AuditLog(Model):
     action = fields.CharField(max_length=64)
     object_type = fields.CharField(max_length=32)
     object_id = fields.CharField(max_length=64)
-    detail = fields.JSONField(default=dict)
+    detail: dict[str, Any] = fields.JSONField(default=dict)
     ip = fields.CharField(max_length=64, default="")
     request_id = fields.CharField(max_length=64, default="")
     created_at = fields.DatetimeField(auto_now_add=True, db_index=True)

@@ -1,7 +1,13 @@
 """Subscribe messages: template configuration, acceptance ledger, outbox, inbox, phone tasks."""
 
+from typing import TYPE_CHECKING, Any
+
 from tortoise import fields
 from tortoise.models import Model
+
+if TYPE_CHECKING:
+    from backend.models.staff import StaffUser
+    from backend.models.veterans import Veteran, WechatAccount
 
 
 class TemplateConfig(Model):
@@ -12,10 +18,11 @@ class TemplateConfig(Model):
     template_id = fields.CharField(max_length=128)
     page = fields.CharField(max_length=128, default="")
     #: {"thing1": "title", "time2": "deadline"}: WeChat key -> our value name
-    fields_map = fields.JSONField(default=dict)
-    updated_by = fields.ForeignKeyField(
+    fields_map: dict[str, Any] = fields.JSONField(default=dict)
+    updated_by: fields.ForeignKeyNullableRelation["StaffUser"] = fields.ForeignKeyField(
         "models.StaffUser", related_name="templates_set", null=True, on_delete=fields.SET_NULL
     )
+    updated_by_id: int | None
     updated_at = fields.DatetimeField(auto_now=True)
 
     class Meta:
@@ -26,9 +33,10 @@ class SubscriptionLedger(Model):
     """How many one-time acceptances an account has left for a template."""
 
     id = fields.IntField(primary_key=True)
-    account = fields.ForeignKeyField(
+    account: fields.ForeignKeyRelation["WechatAccount"] = fields.ForeignKeyField(
         "models.WechatAccount", related_name="ledger", on_delete=fields.CASCADE
     )
+    account_id: int
     template_id = fields.CharField(max_length=128)
     remaining = fields.IntField(default=0)
     updated_at = fields.DatetimeField(auto_now=True)
@@ -42,9 +50,10 @@ class SubscriptionEvent(Model):
     """Every change to the ledger and where it came from."""
 
     id = fields.BigIntField(primary_key=True)
-    account = fields.ForeignKeyField(
+    account: fields.ForeignKeyRelation["WechatAccount"] = fields.ForeignKeyField(
         "models.WechatAccount", related_name="subscription_events", on_delete=fields.CASCADE
     )
+    account_id: int
     template_id = fields.CharField(max_length=128)
     #: report (mini-program), popup, change, send, refund
     source = fields.CharField(max_length=16)
@@ -61,19 +70,21 @@ class OutboxMessage(Model):
     """A subscribe message written in the same transaction as the change that caused it."""
 
     id = fields.BigIntField(primary_key=True)
-    veteran = fields.ForeignKeyField(
+    veteran: fields.ForeignKeyRelation["Veteran"] = fields.ForeignKeyField(
         "models.Veteran", related_name="outbox", on_delete=fields.RESTRICT
     )
-    account = fields.ForeignKeyField(
+    veteran_id: int
+    account: fields.ForeignKeyNullableRelation["WechatAccount"] = fields.ForeignKeyField(
         "models.WechatAccount", related_name="outbox", null=True, on_delete=fields.SET_NULL
     )
+    account_id: int | None
     event = fields.CharField(max_length=64)
     #: the registration or interview the message is about
     object_type = fields.CharField(max_length=32, default="")
     object_id = fields.IntField(null=True)
     template_id = fields.CharField(max_length=128, default="")
     #: the complete subscribe/send body, built when enqueued
-    payload = fields.JSONField(default=dict)
+    payload: dict[str, Any] = fields.JSONField(default=dict)
     #: pending, sending, accepted, delivered, failed, unknown, undeliverable
     status = fields.CharField(max_length=16, default="pending")
     attempts = fields.IntField(default=0)
@@ -95,9 +106,10 @@ class OutboxMessage(Model):
 
 class OutboxAttempt(Model):
     id = fields.BigIntField(primary_key=True)
-    message = fields.ForeignKeyField(
+    message: fields.ForeignKeyRelation["OutboxMessage"] = fields.ForeignKeyField(
         "models.OutboxMessage", related_name="attempt_log", on_delete=fields.CASCADE
     )
+    message_id: int
     worker = fields.CharField(max_length=64)
     #: accepted, retry, refused, unknown, token_refreshed
     outcome = fields.CharField(max_length=16)
@@ -113,9 +125,10 @@ class InboxMessage(Model):
     """What the veteran sees in the app, whether or not WeChat delivered."""
 
     id = fields.BigIntField(primary_key=True)
-    veteran = fields.ForeignKeyField(
+    veteran: fields.ForeignKeyRelation["Veteran"] = fields.ForeignKeyField(
         "models.Veteran", related_name="inbox", on_delete=fields.CASCADE
     )
+    veteran_id: int
     event = fields.CharField(max_length=64)
     title = fields.CharField(max_length=64)
     body = fields.TextField()
@@ -133,20 +146,23 @@ class PhoneTask(Model):
     """The county phones a veteran that WeChat could not reach."""
 
     id = fields.IntField(primary_key=True)
-    veteran = fields.ForeignKeyField(
+    veteran: fields.ForeignKeyRelation["Veteran"] = fields.ForeignKeyField(
         "models.Veteran", related_name="phone_tasks", on_delete=fields.CASCADE
     )
+    veteran_id: int
     county_code = fields.CharField(max_length=6, db_index=True)
-    message = fields.ForeignKeyField(
+    message: fields.ForeignKeyNullableRelation["OutboxMessage"] = fields.ForeignKeyField(
         "models.OutboxMessage", related_name="phone_tasks", null=True, on_delete=fields.SET_NULL
     )
+    message_id: int | None
     reason = fields.CharField(max_length=255)
     #: open, done
     status = fields.CharField(max_length=8, default="open")
     note = fields.TextField(default="")
-    done_by = fields.ForeignKeyField(
+    done_by: fields.ForeignKeyNullableRelation["StaffUser"] = fields.ForeignKeyField(
         "models.StaffUser", related_name="phone_tasks_done", null=True, on_delete=fields.SET_NULL
     )
+    done_by_id: int | None
     done_at = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
 

@@ -1,7 +1,14 @@
 """The roster of veterans and the WeChat accounts bound to them."""
 
+from typing import TYPE_CHECKING
+
 from tortoise import fields
 from tortoise.models import Model
+
+if TYPE_CHECKING:
+    from backend.models.roster import RosterImportBatch
+    from backend.models.staff import StaffUser
+
 
 STATUSES = ("active", "suspended", "deceased", "transferred")
 
@@ -24,9 +31,10 @@ class Veteran(Model):
     party_member = fields.BooleanField(default=False)
     status = fields.CharField(max_length=16, default="active")
     status_date = fields.DateField(null=True)
-    import_batch = fields.ForeignKeyField(
+    import_batch: fields.ForeignKeyNullableRelation["RosterImportBatch"] = fields.ForeignKeyField(
         "models.RosterImportBatch", related_name="veterans", null=True, on_delete=fields.SET_NULL
     )
+    import_batch_id: int | None
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
@@ -63,9 +71,10 @@ class WechatAccount(Model):
 class ApiToken(Model):
     #: SHA-256 of the bearer token handed to the mini-program
     id = fields.CharField(max_length=64, primary_key=True)
-    account = fields.ForeignKeyField(
+    account: fields.ForeignKeyRelation["WechatAccount"] = fields.ForeignKeyField(
         "models.WechatAccount", related_name="tokens", on_delete=fields.CASCADE
     )
+    account_id: int
     created_at = fields.DatetimeField(auto_now_add=True)
     expires_at = fields.DatetimeField()
     revoked_at = fields.DatetimeField(null=True)
@@ -78,20 +87,23 @@ class BindingRequest(Model):
     """A binding whose WeChat phone did not match the roster, waiting for a clerk."""
 
     id = fields.IntField(primary_key=True)
-    account = fields.ForeignKeyField(
+    account: fields.ForeignKeyRelation["WechatAccount"] = fields.ForeignKeyField(
         "models.WechatAccount", related_name="binding_requests", on_delete=fields.CASCADE
     )
-    veteran = fields.ForeignKeyField(
+    account_id: int
+    veteran: fields.ForeignKeyRelation["Veteran"] = fields.ForeignKeyField(
         "models.Veteran", related_name="binding_requests", on_delete=fields.CASCADE
     )
+    veteran_id: int
     county_code = fields.CharField(max_length=6, db_index=True)
     #: pending, confirmed, rejected, cancelled
     status = fields.CharField(max_length=16, default="pending")
     phone_masked = fields.CharField(max_length=20, default="")
     created_at = fields.DatetimeField(auto_now_add=True)
-    decided_by = fields.ForeignKeyField(
+    decided_by: fields.ForeignKeyNullableRelation["StaffUser"] = fields.ForeignKeyField(
         "models.StaffUser", related_name="binding_decisions", null=True, on_delete=fields.SET_NULL
     )
+    decided_by_id: int | None
     decided_at = fields.DatetimeField(null=True)
     reason = fields.CharField(max_length=255, default="")
 
@@ -103,18 +115,21 @@ class BindingEvent(Model):
     """Every bind and unbind, with who and why."""
 
     id = fields.IntField(primary_key=True)
-    account = fields.ForeignKeyField(
+    account: fields.ForeignKeyRelation["WechatAccount"] = fields.ForeignKeyField(
         "models.WechatAccount", related_name="binding_events", on_delete=fields.CASCADE
     )
-    veteran = fields.ForeignKeyField(
+    account_id: int
+    veteran: fields.ForeignKeyRelation["Veteran"] = fields.ForeignKeyField(
         "models.Veteran", related_name="binding_events", on_delete=fields.CASCADE
     )
+    veteran_id: int
     #: bound, pending, confirmed, rejected, unbound
     action = fields.CharField(max_length=16)
     reason = fields.CharField(max_length=255, default="")
-    staff = fields.ForeignKeyField(
+    staff: fields.ForeignKeyNullableRelation["StaffUser"] = fields.ForeignKeyField(
         "models.StaffUser", related_name="binding_events", null=True, on_delete=fields.SET_NULL
     )
+    staff_id: int | None
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
