@@ -113,7 +113,8 @@ def cmd_create_staff(args: argparse.Namespace) -> int:
         await db.init(settings.db_url)
         ctx = context.install(context.build(settings))
         try:
-            await staff.bootstrap_staff(
+            await staff.create_staff(
+                None,
                 username=args.username,
                 display_name=args.display_name or args.username,
                 password=password,

@@ -1,4 +1,4 @@
-"""Blueprints: the mini-program API (`api_*`), WeChat's push URL and the staff portal (`portal_*`)."""
+"""Blueprints: the mini-program API (api_*), the WeChat push URL and the staff portal (portal_*)."""
 
 from __future__ import annotations
 

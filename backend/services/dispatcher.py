@@ -151,7 +151,7 @@ async def _claim(
         )
         if not taken:
             return None
-        message = await OutboxMessage.get(id=message_id).using_db(conn)
+        message = await OutboxMessage.get(id=message_id, using_db=conn)
 
         reason = await _cannot_send(message, seen, conn)
         if reason is not None:

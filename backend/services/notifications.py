@@ -220,7 +220,7 @@ def _check_values(event: str, values: Mapping[str, Any]) -> EventSpec:
         value = values.get(name)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ValueError(f"{event} needs {name} as {kind.__name__}")
-        if kind is datetime and value.tzinfo is None:
+        if isinstance(value, datetime) and value.tzinfo is None:
             raise ValueError(f"{event}: {name} must be timezone-aware")
         if kind is date and isinstance(value, datetime):
             raise ValueError(f"{event}: {name} must be a date, not a datetime")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -89,7 +90,7 @@ async def record_answer(account_id: int, template_id: str, source: str, status: 
             delta=delta,
             using_db=conn,
         )
-        fresh = await SubscriptionLedger.get(id=row.id).using_db(conn)
+        fresh = await SubscriptionLedger.get(id=row.id, using_db=conn)
     return fresh.remaining
 
 
@@ -113,7 +114,7 @@ async def withdraw(account_id: int, template_id: str, source: str = "change") ->
         await (
             SubscriptionLedger.filter(id=row.id).using_db(conn).update(updated_at=datetime.now(UTC))
         )
-        fresh = await SubscriptionLedger.get(id=row.id).using_db(conn)
+        fresh = await SubscriptionLedger.get(id=row.id, using_db=conn)
         await SubscriptionLedger.filter(id=row.id).using_db(conn).update(remaining=0)
         await SubscriptionEvent.create(
             account_id=account_id,
@@ -184,7 +185,7 @@ async def zero(account_id: int, template_id: str, using: BaseDBAsyncClient) -> N
     )
 
 
-async def report_acceptance(account: WechatAccount, results: dict[str, str]) -> dict[str, int]:
+async def report_acceptance(account: WechatAccount, results: Mapping[str, str]) -> dict[str, int]:
     """The mini-program's report of one subscribe request; remaining acceptances per template."""
     remaining: dict[str, int] = {}
     for template_id, status in results.items():
