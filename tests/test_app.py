@@ -17,7 +17,7 @@ async def test_health_answers_once_the_database_answers(client: httpx.AsyncClien
     assert response.headers["x-request-id"]
 
 
-async def test_unknown_api_path_answers_the_documented_error_body(client: httpx.AsyncClient) -> None:
+async def test_unknown_api_path_answers_the_error_body(client: httpx.AsyncClient) -> None:
     response = await client.get("/api/v1/no-such-thing")
 
     assert response.status_code == 404
