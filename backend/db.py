@@ -50,7 +50,8 @@ async def migrate(db_url: str) -> None:
 
 
 async def init(db_url: str) -> None:
-    await Tortoise.init(config=tortoise_config(db_url))
+    # Global fallback: Sanic runs handlers in tasks that do not inherit the listener's context.
+    await Tortoise.init(config=tortoise_config(db_url), _enable_global_fallback=True)
 
 
 async def close() -> None:
