@@ -363,15 +363,20 @@ async def _submit_once(
     staff: StaffUser | None,
     prefix: str,
 ) -> AnnualRegistration:
-    reg = await _get_or_create(veteran, year)
+    # Everything is checked before anything is written: a refused submission leaves no row.
+    given = None if content is None else validate_content(content, year, today, prefix)
+    stored = await AnnualRegistration.get_or_none(veteran_id=veteran.id, report_year=year)
+    reg = stored or AnnualRegistration(
+        veteran_id=veteran.id, report_year=year, county_code=veteran.county_code
+    )
     if staff is None and reg.status == "submitted":
         # A double tap: the same submission again answers with the one already made.
-        if content is None or content_json(validate_content(content, year, today)) == reg.draft:
+        if given is None or content_json(given) == reg.draft:
             return reg
     if reg.status not in EDITABLE:
         raise _not_editable(reg)
     await _check_gate(reg, today)
-    parsed = validate_content(reg.draft if content is None else content, year, today, prefix)
+    parsed = given or validate_content(reg.draft, year, today, prefix)
     _check_complete(veteran, parsed, prefix)
     data = content_json(parsed)
     now = _utcnow()
@@ -389,6 +394,9 @@ async def _submit_once(
         changes["channel"] = "online"
     from_state = reg.status
     async with in_transaction() as conn:
+        if stored is None:
+            # A concurrent first submit makes this insert fail; the caller looks again once.
+            await reg.save(using_db=conn)
         # The guarded move comes first: a concurrent submit waits on the row and then loses.
         await REGISTRATION.move(reg, "submitted", actor, changes=changes, using=conn)
         await RegistrationVersion.create(

@@ -430,6 +430,22 @@ async def test_onsite_entry_clerk_may_return_it_for_correction(world: dict[str, 
     assert returned.status == "returned"
 
 
+async def test_refused_first_submission_leaves_no_registration_row(world: dict[str, Any]) -> None:
+    veteran = await make_veteran()
+    outside = {**TRIP, "departed_on": "2024-03-01", "returned_on": "2024-03-05"}
+
+    with pytest.raises(ValidationFailed):
+        await regs.enter_onsite(
+            world["clerk"], veteran.id, YEAR, {"trips": [outside]}, today=IN_WINDOW
+        )
+    with pytest.raises(ValidationFailed):
+        await regs.submit(veteran, YEAR, {"trips": [outside]}, today=IN_WINDOW)
+    with pytest.raises(RegistrationClosed):
+        await regs.submit(veteran, YEAR, {"trips": [TRIP]}, today=AFTER_WINDOW)
+
+    assert not await AnnualRegistration.filter(veteran_id=veteran.id).exists()
+
+
 async def test_onsite_entry_outside_scope_is_not_found(world: dict[str, Any]) -> None:
     veteran = await make_veteran()
     with pytest.raises(NotFound):
