@@ -148,7 +148,9 @@ def api_route(
             if body is not None:
                 params["body"] = parse_json(request, body)
             if query is not None:
-                raw = {key: request.args.get(key) for key in request.args}
+                # Blank values are kept so that "?limit=" is refused, not read as absent.
+                args = request.get_args(keep_blank_values=True)
+                raw = {key: args.get(key) for key in args}
                 params["query"] = parse_model(query, raw)
             return await handler(request, **params)
 
