@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import random
 from collections import Counter, deque
 from datetime import UTC, datetime, timedelta
@@ -514,19 +513,3 @@ async def run_forever(
         except TimeoutError:
             pass
     logger.info("dispatcher %s stopped", worker_id)
-
-
-async def start_in_server(app: Any) -> None:
-    """Run the dispatcher as a task of this Sanic server, outside production (the demo)."""
-    if app.ctx.settings.is_production:
-        return
-    stop = asyncio.Event()
-    app.ctx.dispatcher_stop = stop
-    app.add_task(run_forever(f"server-{os.getpid()}", stop), name="outbox_dispatcher")
-
-
-async def stop_in_server(app: Any) -> None:
-    """Ask the server's dispatcher task to finish its batch and stop."""
-    stop = getattr(app.ctx, "dispatcher_stop", None)
-    if stop is not None:
-        stop.set()
