@@ -142,14 +142,6 @@ class WechatBadAnswer(WechatError):
     status, code, message = 502, "WECHAT_BAD_ANSWER", "微信服务返回了无法识别的结果。"
 
 
-class LoginCodeInvalid(AppError):
-    status, code, message = 400, "LOGIN_CODE_INVALID", "登录凭证已失效，请重新登录。"
-
-
-class PhoneCodeInvalid(AppError):
-    status, code, message = 400, "PHONE_CODE_INVALID", "手机号授权已失效，请重新授权。"
-
-
 class ImportRejected(AppError):
     status, code, message = 422, "IMPORT_REJECTED", "名册中有错误行，本次未导入任何数据。"
 

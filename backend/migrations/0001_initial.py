@@ -14,7 +14,7 @@ class Migration(migrations.Migration):
             name='AuditLog',
             fields=[
                 ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
-                ('actor_type', fields.CharField(description='staff, veteran or system', max_length=16)),
+                ('actor_type', fields.CharField(description='staff, veteran, account (a WeChat account not yet bound) or system', max_length=16)),
                 ('actor_id', fields.IntField(null=True)),
                 ('action', fields.CharField(description='dotted, e.g. registration.returned, veteran.id_viewed', max_length=64)),
                 ('object_type', fields.CharField(max_length=32)),

@@ -8,7 +8,7 @@ from tortoise.models import Model
 
 class AuditLog(Model):
     id = fields.BigIntField(primary_key=True)
-    #: staff, veteran or system
+    #: staff, veteran, account (a WeChat account not yet bound) or system
     actor_type = fields.CharField(max_length=16)
     actor_id = fields.IntField(null=True)
     #: dotted, e.g. registration.returned, veteran.id_viewed

@@ -1,0 +1,1 @@
+"""Pydantic request (…Create/…Update) and response (…Public) models of the mini-program API."""
