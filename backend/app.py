@@ -13,7 +13,7 @@ from tortoise import Tortoise
 from tortoise.exceptions import IntegrityError, OperationalError, TransactionManagementError
 
 from backend import context, db, logs
-from backend.errors import AppError, Conflict
+from backend.errors import AppError, Conflict, NotFound
 from backend.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, *, name: str = "vetsvc") -> San
     app.error_handler.add(AppError, _app_error)
     app.error_handler.add(SanicException, _sanic_error)
     app.error_handler.add(IntegrityError, _integrity_error)
+    app.error_handler.add(OverflowError, _id_out_of_range)
     app.error_handler.add(Exception, _unexpected_error)
     return app
 
@@ -123,6 +124,12 @@ async def _integrity_error(request: Request, exc: Exception) -> HTTPResponse:
     # A unique constraint caught a concurrent duplicate; never echo the database's text.
     logger.warning("integrity error on %s %s: %s", request.method, request.path, type(exc).__name__)
     return await _render(request, Conflict())
+
+
+async def _id_out_of_range(request: Request, exc: Exception) -> HTTPResponse:
+    # A path id beyond SQLite's 64-bit integers cannot name any row; MySQL just finds none.
+    logger.warning("id out of range on %s %s", request.method, request.path)
+    return await _render(request, NotFound())
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> HTTPResponse:

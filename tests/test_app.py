@@ -7,6 +7,7 @@ import pytest
 
 from backend.errors import all_error_classes
 from backend.settings import Settings, SettingsError
+from tests.factories import PORTAL_PASSWORD, make_region_tree, make_staff, portal_login
 
 
 async def test_health_answers_once_the_database_answers(client: httpx.AsyncClient) -> None:
@@ -59,3 +60,38 @@ def test_settings_hide_secrets_in_repr() -> None:
 def test_malformed_setting_names_the_variable() -> None:
     with pytest.raises(SettingsError, match="APP_PORT"):
         Settings.from_env({"APP_PORT": "eighty"})
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (b"[" * 5000 + b"]" * 5000, {"content-type": "application/json"}),
+        (b"", {"content-type": "application/json"}),
+        (b'{"code": NaN}', {"content-type": "application/json"}),
+        (b'{"code": "x"}', {"content-type": "text/plain"}),
+        (b'{"code": "x"', {"content-type": "application/json"}),
+    ],
+    ids=["deeply-nested", "empty", "nan", "not-json-type", "truncated"],
+)
+async def test_malformed_bodies_are_refused_with_the_error_body(
+    client: httpx.AsyncClient, body: bytes, headers: dict[str, str]
+) -> None:
+    response = await client.post("/api/v1/sessions", content=body, headers=headers)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "MALFORMED_REQUEST"
+
+
+async def test_an_id_too_large_for_the_database_is_not_found(client: httpx.AsyncClient) -> None:
+    await make_region_tree()
+    staff = await make_staff(password=PORTAL_PASSWORD)
+    csrf = await portal_login(client, staff.username)
+
+    page = await client.get("/portal/registrations/99999999999999999999")
+    action = await client.post(
+        "/portal/registrations/99999999999999999999/approve",
+        data={"csrf_token": csrf, "lock_version": "0"},
+    )
+
+    assert page.status_code == 404
+    assert action.status_code == 404

@@ -90,18 +90,27 @@ def parse_model(model: type[M], data: Any) -> M:
         raise ValidationFailed(details={"fields": field_errors(exc)}) from exc
 
 
+def _refuse_constant(name: str) -> Any:
+    # Python's decoder accepts NaN and Infinity, which JSON does not.
+    raise ValueError(f"not JSON: {name}")
+
+
 def parse_json(request: Request, model: type[M]) -> M:
     """Decode and validate a JSON body; too large, malformed or wrong types are refused whole."""
     limit = request.app.ctx.settings.max_body_bytes
     raw = request.body or b""
     if len(raw) > limit:
         raise PayloadTooLarge(details={"limit_bytes": limit})
+    if not raw.strip():
+        # An empty body is a client bug, not "no changes": a draft must never be wiped by one.
+        raise MalformedRequest("请求内容为空，应为 JSON 对象。")
     ctype = request.headers.get("content-type", "")
-    if raw and "json" not in ctype:
+    if "json" not in ctype:
         raise MalformedRequest("请求须为 JSON 格式。", details={"content_type": ctype[:64]})
     try:
-        data = stdjson.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = stdjson.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: thousands of nested brackets exhaust the decoder's stack.
         raise MalformedRequest("请求内容不是有效的 JSON。") from exc
     if not isinstance(data, dict):
         raise MalformedRequest("请求内容应为 JSON 对象。")
