@@ -128,17 +128,47 @@ class RegistrationContent(_Strict):
     remarks: str = Field(default="", max_length=2000)
 
 
+# No date a veteran reports can be older than this; it catches 0001-01-01 and typos like 1025.
+EARLIEST = date(1950, 1, 1)
+
+# Names that place a destination in Hong Kong, Macao or Taiwan, in simplified and traditional
+# script, with the cities people write instead of the region.
+_HMT_NAMES = (
+    "香港", "九龙", "九龍", "新界", "澳门", "澳門",
+    "台湾", "台灣", "臺灣", "台北", "臺北", "新北", "台中", "臺中", "台南", "臺南", "高雄",
+    "金门", "金門", "马祖", "馬祖",
+)  # fmt: skip
+
+
+def _destination_kind_error(trip: Trip) -> str | None:
+    """港澳台 and foreign trips are reported apart; the text must agree with the kind chosen."""
+    in_hmt = any(name in trip.destination for name in _HMT_NAMES)
+    if trip.destination_kind == "foreign" and in_hmt:
+        return "前往香港、澳门、台湾的行程请选择“港澳台”"
+    if trip.destination_kind == "hmt" and not in_hmt:
+        return "选择“港澳台”时，目的地应为香港、澳门或台湾的地名"
+    return None
+
+
 def content_errors(content: RegistrationContent, report_year: int, today: date) -> dict[str, str]:
     """The date rules that need the reported year and today: {"field.path": "中文说明"}."""
     errors: dict[str, str] = {}
     first, last = date(report_year, 1, 1), date(report_year, 12, 31)
     future = "日期不能晚于今天"
+    too_early = f"日期早于{EARLIEST.year}年，请核对"
     for i, member in enumerate(content.associations):
         if member.joined_on is not None and member.joined_on > today:
             errors[f"associations.{i}.joined_on"] = future
+        elif member.joined_on is not None and member.joined_on < EARLIEST:
+            errors[f"associations.{i}.joined_on"] = too_early
     for i, trip in enumerate(content.trips):
         if trip.departed_on > today:
             errors[f"trips.{i}.departed_on"] = future
+        elif trip.departed_on < EARLIEST:
+            errors[f"trips.{i}.departed_on"] = too_early
+        kind_error = _destination_kind_error(trip)
+        if kind_error:
+            errors[f"trips.{i}.destination_kind"] = kind_error
         if trip.returned_on is not None:
             if trip.returned_on > today:
                 errors[f"trips.{i}.returned_on"] = future
@@ -153,6 +183,8 @@ def content_errors(content: RegistrationContent, report_year: int, today: date) 
     for i, item in enumerate(content.rewards_punishments):
         if item.date > today:
             errors[f"rewards_punishments.{i}.date"] = future
+        elif item.date < EARLIEST:
+            errors[f"rewards_punishments.{i}.date"] = too_early
     return errors
 
 

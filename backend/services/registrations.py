@@ -290,13 +290,18 @@ async def save_draft(
     *,
     today: date | None = None,
 ) -> AnnualRegistration:
-    """Save the veteran's draft; allowed whenever the registration can be edited."""
+    """Save the veteran's draft while it can still be submitted (window, permit or correction)."""
     today = today or shanghai_today()
     _check_year(year, today)
     if not must_file(veteran, year):
         raise RegistrationNotRequired()
     data = content_json(validate_content(content, year, today))
-    reg = await _get_or_create(veteran, year)
+    stored = await AnnualRegistration.get_or_none(veteran_id=veteran.id, report_year=year)
+    if stored is not None and stored.status not in EDITABLE:
+        raise _not_editable(stored)
+    # A draft is only worth keeping when it can still be submitted: the same gate applies.
+    await _check_gate(stored or AnnualRegistration(veteran_id=veteran.id, report_year=year), today)
+    reg = stored or await _get_or_create(veteran, year)
     if reg.status not in EDITABLE:
         raise _not_editable(reg)
     # Guarded by status: a draft never overwrites a registration submitted meanwhile.

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from backend import context
 from backend.models import (
     AnnualRegistration,
     AuditLog,
@@ -18,6 +19,7 @@ from backend.models import (
     ReviewComment,
     Veteran,
 )
+from backend.routes.portal_registrations import default_late_deadline
 from backend.services import registrations
 from tests.factories import (
     OTHER_COUNTY,
@@ -131,7 +133,7 @@ async def test_list_needs_a_login(client: httpx.AsyncClient) -> None:
 
 async def test_detail_shows_free_text_escaped_and_verbatim(client: httpx.AsyncClient) -> None:
     await _login(client)
-    trip = {**registration_content()["trips"][0], "purpose": EMOJI, "destination": SCRIPT}
+    trip = {**registration_content()["trips"][0], "purpose": EMOJI, "destination": "香港" + SCRIPT}
     reg = await make_submitted_registration(
         await make_veteran(), content=registration_content(trips=[trip], remarks=SCRIPT)
     )
@@ -438,20 +440,104 @@ async def test_late_filing_permit_needs_a_reason_and_is_kept(client: httpx.Async
         data={**form, "reason": "  "},
         headers={"referer": str(client.base_url) + url},
     )
-    refused_page = await client.get(url)
     granted = await client.post(
         "/portal/registrations/late-permits", data={**form, "reason": "住院治疗，无法按时登记"}
     )
     listing = await client.get(granted.headers["location"])
 
     assert page.status_code == 200
-    assert "请填写准许补报的原因" in refused_page.text
+    assert refused.status_code == 422
+    assert "请填写准许补报的原因" in refused.text
+    assert f'value="{deadline}"' in refused.text  # the typed deadline is kept
     assert granted.status_code == 303
     permit = await LateFilingPermit.get(veteran_id=veteran.id, report_year=REPORT_YEAR)
     assert permit.reason == "住院治疗，无法按时登记"
     assert "住院治疗" in listing.text
     assert await AuditLog.filter(action="registration.late_filing_granted").count() == 1
-    assert refused.status_code == 303
+
+
+async def test_late_filing_form_with_a_bad_deadline_keeps_what_was_typed(
+    client: httpx.AsyncClient,
+) -> None:
+    csrf = await _login(client)
+    veteran = await make_veteran()
+    past = (registrations.shanghai_today() - dt.timedelta(days=1)).isoformat()
+    reason = "住院治疗<b>，无法按时登记"
+
+    refused = await client.post(
+        "/portal/registrations/late-permits",
+        data={
+            "csrf_token": csrf,
+            "veteran_id": veteran.id,
+            "year": REPORT_YEAR,
+            "deadline": past,
+            "reason": reason,
+        },
+    )
+
+    assert refused.status_code == 422
+    assert "补报截止日期不能早于今天" in refused.text
+    assert "住院治疗&lt;b&gt;，无法按时登记</textarea>" in refused.text
+    assert f'value="{past}"' in refused.text
+    assert await LateFilingPermit.all().count() == 0
+    assert not await AuditLog.filter(action="registration.late_filing_granted").exists()
+
+
+def _correction_days() -> int:
+    return context.current().settings.correction_days
+
+
+def _offered_deadline(page: str) -> dt.date:
+    found = re.search(r'name="deadline" value="([0-9-]+)"', page)
+    assert found is not None, "the form offers no deadline"
+    return dt.date.fromisoformat(found.group(1))
+
+
+async def test_default_late_deadline_runs_past_a_window_still_open(
+    client: httpx.AsyncClient,
+) -> None:
+    await _login(client)
+    veteran = await make_veteran()
+    today = registrations.shanghai_today()
+    closes = today + dt.timedelta(days=20)
+    await RegistrationWindow.create(
+        report_year=REPORT_YEAR, opens_on=today - dt.timedelta(days=30), closes_on=closes
+    )
+    url = f"/portal/registrations/late-permits/new?veteran_id={veteran.id}&year={REPORT_YEAR}"
+
+    page = await client.get(url)
+
+    assert page.status_code == 200
+    assert _offered_deadline(page.text) == closes + dt.timedelta(days=_correction_days())
+
+
+async def test_default_late_deadline_after_the_window_counts_from_today(
+    client: httpx.AsyncClient,
+) -> None:
+    await _login(client)
+    veteran = await make_veteran()
+    today = registrations.shanghai_today()
+    await RegistrationWindow.create(
+        report_year=REPORT_YEAR,
+        opens_on=today - dt.timedelta(days=60),
+        closes_on=today - dt.timedelta(days=5),
+    )
+    url = f"/portal/registrations/late-permits/new?veteran_id={veteran.id}&year={REPORT_YEAR}"
+
+    page = await client.get(url)
+
+    assert _offered_deadline(page.text) == today + dt.timedelta(days=_correction_days())
+
+
+def test_default_late_deadline_never_exceeds_what_the_service_accepts() -> None:
+    today = dt.date(2026, 1, 10)
+    far = registrations.Window(REPORT_YEAR, today, today + dt.timedelta(days=300))
+    near = registrations.Window(REPORT_YEAR, today, today + dt.timedelta(days=30))
+
+    assert default_late_deadline(far, today, 15) == today + dt.timedelta(
+        days=registrations.MAX_CORRECTION_DAYS
+    )
+    assert default_late_deadline(near, today, 15) == today + dt.timedelta(days=45)
 
 
 async def test_late_filing_for_another_countys_veteran_answers_not_found(

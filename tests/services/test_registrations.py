@@ -239,6 +239,55 @@ async def test_return_before_departure_and_future_dates_are_refused(world: dict[
     assert not await RegistrationVersion.exists()
 
 
+async def test_dates_before_1950_are_refused_as_typos(world: dict[str, Any]) -> None:
+    veteran = await make_veteran()
+    open_since_year_one = {**TRIP, "departed_on": "0001-01-01", "returned_on": None}
+
+    with pytest.raises(ValidationFailed) as caught:
+        await regs.save_draft(veteran, YEAR, {"trips": [open_since_year_one]}, today=IN_WINDOW)
+
+    assert "trips.0.departed_on" in caught.value.details["fields"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "destination", "refused"),
+    [
+        ("hmt", "日本东京", True),
+        ("foreign", "香港", True),
+        ("foreign", "臺北", True),
+        ("hmt", "澳门", False),
+        ("hmt", "台北市", False),
+        ("foreign", "新加坡", False),
+    ],
+)
+async def test_hong_kong_macao_taiwan_trips_are_kept_apart_from_foreign_ones(
+    world: dict[str, Any], kind: str, destination: str, refused: bool
+) -> None:
+    veteran = await make_veteran()
+    trip = {**TRIP, "destination_kind": kind, "destination": destination}
+
+    if refused:
+        with pytest.raises(ValidationFailed) as caught:
+            await regs.save_draft(veteran, YEAR, {"trips": [trip]}, today=IN_WINDOW)
+        assert "trips.0.destination_kind" in caught.value.details["fields"]
+    else:
+        await regs.save_draft(veteran, YEAR, {"trips": [trip]}, today=IN_WINDOW)
+
+
+async def test_draft_outside_the_window_is_refused_and_saves_nothing(
+    world: dict[str, Any],
+) -> None:
+    veteran = await make_veteran()
+
+    with pytest.raises(RegistrationClosed):
+        await regs.save_draft(veteran, YEAR, {"remarks": "晚了"}, today=AFTER_WINDOW)
+    with pytest.raises(RegistrationClosed):
+        # The year is not over yet: its window opens next January.
+        await regs.save_draft(veteran, IN_WINDOW.year, {"remarks": "早了"}, today=IN_WINDOW)
+
+    assert not await AnnualRegistration.filter(veteran_id=veteran.id).exists()
+
+
 async def test_new_phone_must_be_a_mainland_mobile(world: dict[str, Any]) -> None:
     veteran = await make_veteran()
     with pytest.raises(ValidationFailed) as caught:
