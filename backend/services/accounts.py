@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from sanic import Request
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from backend import context
@@ -271,7 +272,8 @@ async def _bind_now(account: WechatAccount, veteran: Veteran, ip: str, request_i
             if updated != 1:
                 raise AlreadyBound()
             await BindingEvent.create(account=account, veteran=veteran, action="bound")
-            await _cancel_pending(account.id, Actor("account", account.id, ip, request_id))
+            actor = Actor("account", account.id, ip, request_id)
+            await _cancel_pending(account.id, veteran.id, actor)
             await audit.record(
                 "account",
                 account.id,
@@ -319,9 +321,13 @@ async def _request_binding(
     logger.info("binding request %s waits for a clerk", request.id)
 
 
-async def _cancel_pending(account_id: int, actor: Actor) -> None:
-    for request in await BindingRequest.filter(account_id=account_id, status="pending"):
-        await BINDING_REQUEST.move(request, "cancelled", actor, reason="account bound")
+async def _cancel_pending(account_id: int, veteran_id: int, actor: Actor) -> None:
+    """Once a binding is made, other requests from this account or for this veteran are moot."""
+    waiting = BindingRequest.filter(
+        Q(account_id=account_id) | Q(veteran_id=veteran_id), status="pending"
+    )
+    for request in await waiting:
+        await BINDING_REQUEST.move(request, "cancelled", actor, reason="binding made")
 
 
 async def binding_state(account: WechatAccount) -> Literal["unbound", "pending", "bound"]:
@@ -390,7 +396,7 @@ async def confirm_binding(
             await BindingEvent.create(
                 account=account, veteran=veteran, action="confirmed", reason=text, staff=staff
             )
-            await _cancel_pending(account.id, actor)
+            await _cancel_pending(account.id, veteran.id, actor)
             await audit.record(
                 "staff",
                 staff.id,

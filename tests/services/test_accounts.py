@@ -14,7 +14,6 @@ from backend import context
 from backend.context import Context
 from backend.errors import (
     BindingMismatch,
-    Conflict,
     InvalidTransition,
     NotFound,
     RateLimited,
@@ -156,6 +155,22 @@ async def test_clerk_confirms_a_pending_binding_in_person(live: Context, standin
     assert await AuditLog.filter(action="binding.confirmed", actor_id=clerk.id).exists()
 
 
+async def test_confirming_one_request_closes_the_others_for_that_veteran(
+    live: Context, standin: str
+) -> None:
+    veteran = await make_veteran(id_number=fake_id_number(209), phone="13900000209")
+    first = await pending_request(standin, veteran, fake_id_number(209))
+    other = await make_account("o-second-phone")
+    code = await phone_code(standin, other.openid, "13700000001")
+    assert await accounts.bind(other, veteran.name, fake_id_number(209), code) == "pending"
+
+    await accounts.confirm_binding(first.id, await make_staff(), "已核验身份证原件")
+
+    second = await BindingRequest.get(account=other)
+    assert second.status == "cancelled"
+    assert await accounts.pending_binding_requests(await make_staff()) == []
+
+
 async def test_city_staff_may_confirm_for_their_counties(live: Context, standin: str) -> None:
     veteran = await make_veteran(id_number=fake_id_number(204), phone="13900000204")
     request = await pending_request(standin, veteran, fake_id_number(204))
@@ -196,7 +211,7 @@ async def test_a_decided_request_cannot_be_decided_again(live: Context, standin:
     assert await BindingEvent.filter(action="rejected", reason="本人未到场").exists()
 
 
-async def test_confirming_a_veteran_bound_elsewhere_is_a_conflict(
+async def test_a_veteran_binding_themselves_closes_the_waiting_request(
     live: Context, standin: str
 ) -> None:
     veteran = await make_veteran(id_number=fake_id_number(207), phone="13900000207")
@@ -206,10 +221,10 @@ async def test_confirming_a_veteran_bound_elsewhere_is_a_conflict(
     assert await accounts.bind(owner, veteran.name, fake_id_number(207), code) == "bound"
     clerk = await make_staff()
 
-    with pytest.raises(Conflict):
+    with pytest.raises(InvalidTransition):
         await accounts.confirm_binding(request.id, clerk, "核验")
 
-    assert (await BindingRequest.get(id=request.id)).status == "pending"
+    assert (await BindingRequest.get(id=request.id)).status == "cancelled"
     assert await WechatAccount.filter(veteran_id=veteran.id).count() == 1
 
 
