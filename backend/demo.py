@@ -484,8 +484,9 @@ def print_banner(info: DemoInfo, portal: str, standin_url: str) -> None:
         lines.append(f"  {name:<22} {role:<5} {region:<6} {secret}")
     lines += [
         "",
-        "下一步：在另一个终端运行 `vetsvc walkthrough`，模拟小程序完成登录、绑定和年度登记，",
-        "然后用县区账号登录管理后台审核。按 Ctrl-C 停止演示。",
+        "下一步：在另一个终端运行下面的命令，模拟小程序完成登录、绑定和年度登记，",
+        f"  .venv/bin/vetsvc walkthrough --base-url {portal} --standin-url {standin_url}",
+        "然后用县区账号（如 demo_xiaodian_clerk）登录管理后台审核。按 Ctrl-C 停止演示。",
         "",
     ]
     print("\n".join(lines), flush=True)
