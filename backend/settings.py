@@ -56,6 +56,7 @@ class Settings:
     wechat_timeout: float = 5.0
     login_lockout_failures: int = 5
     login_lockout_minutes: int = 15
+    totp_required: bool = False
     bind_attempts_per_hour: int = 5
     max_body_bytes: int = 64 * 1024
     max_upload_bytes: int = 20 * 1024 * 1024
@@ -71,6 +72,11 @@ class Settings:
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def totp_enforced(self) -> bool:
+        """Staff must log in with a TOTP code: always in production, elsewhere on request."""
+        return self.is_production or self.totp_required
 
     def field_key_bytes(self) -> bytes:
         return _key_bytes("APP_FIELD_KEY", self.field_key)
@@ -102,6 +108,9 @@ class Settings:
             except ValueError as exc:
                 raise SettingsError(f"APP_{item.name.upper()}: {exc}") from exc
         settings = cls(**values)  # type: ignore[arg-type]
+        if settings.is_production and values.get("totp_required") is False:
+            # Production always asks for the second factor; an explicit "off" is a mistake.
+            raise SettingsError("APP_TOTP_REQUIRED=false is refused in production")
         settings.check()
         return settings
 

@@ -32,6 +32,12 @@ class StaffUser(Model):
     created_by_id: int | None
     created_at = fields.DatetimeField(auto_now_add=True)
     last_login_at = fields.DatetimeField(null=True)
+    #: AES-GCM ciphertext of the TOTP secret (purpose staff.totp), set while enrolling
+    totp_secret = fields.CharField(max_length=255, null=True)
+    #: when the staff member proved the secret with a code, TOTP is on only once this is set
+    totp_confirmed_at = fields.DatetimeField(null=True)
+    #: the last TOTP time step accepted, so that no code is accepted twice
+    totp_last_step = fields.BigIntField(null=True)
 
     class Meta:
         table = "staff_user"
@@ -52,6 +58,8 @@ class StaffSession(Model):
     created_at = fields.DatetimeField(auto_now_add=True)
     expires_at = fields.DatetimeField()
     revoked_at = fields.DatetimeField(null=True)
+    #: password accepted but the second factor still owed, such a session opens no page
+    mfa_pending = fields.BooleanField(default=False)
 
     class Meta:
         table = "staff_session"

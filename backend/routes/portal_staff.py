@@ -114,6 +114,21 @@ async def enable_staff(request: Request, staff: StaffUser, staff_id: int) -> HTT
     return redirect(request, "/portal/staff")
 
 
+@bp.post("/staff/<staff_id:int>/totp/reset", name="staff_totp_reset")
+@staff_required(lead=True)
+async def reset_staff_totp(request: Request, staff: StaffUser, staff_id: int) -> HTTPResponse:
+    """Clear the TOTP of an account one level down (lost phone); it enrols again at login."""
+    target = await staff_service.reset_totp(
+        staff,
+        staff_id,
+        _form(request, "reason"),
+        ip=client_ip(request),
+        request_id=request.ctx.request_id,
+    )
+    flash(request, f"已重置账号 {target.username} 的动态验证码。")
+    return redirect(request, "/portal/staff")
+
+
 def _audit_scope(staff: StaffUser) -> Q | None:
     if staff.region.level == "province":
         return None
