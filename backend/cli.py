@@ -131,6 +131,34 @@ def cmd_create_staff(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reset_totp(args: argparse.Namespace) -> int:
+    """Clear an account's TOTP from the server's shell: the way back for province accounts."""
+    from backend import context
+    from backend.models import StaffUser
+    from backend.services import staff
+
+    settings = _settings()
+
+    async def run() -> bool:
+        await db.init(settings.db_url)
+        ctx = context.install(context.build(settings))
+        try:
+            target = await StaffUser.get_or_none(username=args.username)
+            if target is None:
+                return False
+            await staff.reset_totp(None, target.id, args.reason)
+            return True
+        finally:
+            await ctx.wechat.close()
+            await ctx.store.close()
+            await db.close()
+
+    if not asyncio.run(run()):
+        sys.exit(f"no staff account named {args.username}")
+    logger.info("TOTP of staff account %s reset from the command line", args.username)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, rest: Sequence[str]) -> int:
     from backend import demo
 
@@ -173,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     staff.add_argument("--region", required=True, help="GB/T 2260 code, e.g. 140000")
     staff.add_argument("--role", default="lead", choices=["clerk", "lead"])
 
+    reset = sub.add_parser("reset-totp", help="clear a staff account's TOTP (lost phone)")
+    reset.add_argument("--username", required=True)
+    reset.add_argument("--reason", required=True)
+
     sub.add_parser("demo", help="seed and start the demo with the WeChat stand-in", add_help=False)
     sub.add_parser("walkthrough", help="play the mini-program against the demo", add_help=False)
     sub.add_parser("standin", help="run the WeChat stand-in alone", add_help=False)
@@ -186,6 +218,7 @@ COMMANDS = {
     "dispatch": cmd_dispatch,
     "seed-regions": cmd_seed_regions,
     "create-staff": cmd_create_staff,
+    "reset-totp": cmd_reset_totp,
 }
 
 

@@ -309,11 +309,25 @@ async def finish_login(
 
 
 async def reset_totp(
-    actor: StaffUser, staff_id: int, reason: str, *, ip: str = "", request_id: str = ""
+    actor: StaffUser | None,
+    staff_id: int,
+    reason: str,
+    *,
+    ip: str = "",
+    request_id: str = "",
 ) -> StaffUser:
-    """A lead clears the TOTP of an account one level down (lost phone); its sessions end."""
+    """A lead clears the TOTP of an account one level down (lost phone); its sessions end.
+
+    actor None is the command line (`vetsvc reset-totp`), the only way for province accounts,
+    which have no level above them.
+    """
     reason = _check_reason(reason)
-    target = await _managed_target(actor, staff_id)
+    if actor is None:
+        target = await StaffUser.get_or_none(id=staff_id)
+        if target is None:
+            raise NotFound
+    else:
+        target = await _managed_target(actor, staff_id)
 
     async with in_transaction():
         await StaffUser.filter(id=target.id).update(
@@ -321,8 +335,8 @@ async def reset_totp(
         )
         await StaffSession.filter(staff_id=target.id, revoked_at=None).update(revoked_at=_now())
         await audit.record(
-            "staff",
-            actor.id,
+            "staff" if actor else "system",
+            actor.id if actor else None,
             "staff.totp_reset",
             "staff",
             target.id,
