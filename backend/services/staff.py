@@ -112,10 +112,12 @@ async def authenticate(
     When a second factor is owed (see ``second_factor``) the login is not complete yet:
     nothing is reset and ``staff.login`` is recorded only after the code.
     """
+    username = username.strip().lower()
     staff = await StaffUser.get_or_none(username=username).select_related("region")
     if staff is None:
         await _verify(await _dummy(), password)
         logger.info("portal login refused: unknown user")
+        await _count_unknown_failure(username)
         raise LoginFailed
     if _is_locked(staff):
         raise AccountLocked
@@ -133,6 +135,15 @@ async def authenticate(
         )
         return staff
     return await _login_succeeded(staff, {}, ip, request_id)
+
+
+async def _count_unknown_failure(username: str) -> None:
+    """Unknown names lock like real ones, so the lockout does not tell which names exist."""
+    settings = context.current().settings
+    key = "login-unknown:" + token_digest(username)
+    count = await context.current().store.hit(key, settings.login_lockout_minutes * 60)
+    if count >= settings.login_lockout_failures:
+        raise AccountLocked
 
 
 def _is_locked(staff: StaffUser) -> bool:
@@ -395,6 +406,8 @@ async def create_staff(
     request_id: str = "",
 ) -> StaffUser:
     """Create an account; creator None is the command line's bootstrap, unrestricted."""
+    # One spelling per name: "Li.Hua" and "li.hua" must not become two accounts.
+    username = username.strip().lower()
     _check_fields(username, display_name, password, role)
     region = await Region.get_or_none(code=region_code)
     if creator is not None:

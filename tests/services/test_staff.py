@@ -61,6 +61,33 @@ async def test_lockout_after_configured_failures_then_expiry_lets_in(db_ready: S
     assert (await StaffUser.get(id=staff.id)).failed_logins == 0
 
 
+async def test_unknown_names_lock_out_like_real_ones(db_ready: Settings) -> None:
+    await make_region_tree()
+    await staff_service.create_staff(None, "clerk1", "甲", PASSWORD, "clerk", COUNTY)
+    answers: dict[str, list[str]] = {"clerk1": [], "nosuchuser": []}
+
+    for name, seen in answers.items():
+        for _ in range(db_ready.login_lockout_failures):
+            try:
+                await staff_service.authenticate(name, "wrong-password")
+            except (LoginFailed, AccountLocked) as exc:
+                seen.append(exc.code)
+
+    # A guesser cannot tell from the answers which of the two names is an account.
+    assert answers["clerk1"] == answers["nosuchuser"]
+    assert answers["clerk1"][-1] == "ACCOUNT_LOCKED"
+
+
+async def test_usernames_are_one_spelling_whatever_the_case(db_ready: Settings) -> None:
+    await make_region_tree()
+    staff = await staff_service.create_staff(None, "Li.Hua", "李华", PASSWORD, "clerk", COUNTY)
+
+    assert staff.username == "li.hua"
+    with pytest.raises(ValidationFailed):
+        await staff_service.create_staff(None, "LI.HUA", "李华", PASSWORD, "clerk", COUNTY)
+    assert (await staff_service.authenticate(" LI.hua ", PASSWORD)).id == staff.id
+
+
 async def test_session_stores_only_the_digest_and_expires(db_ready: Settings) -> None:
     await make_region_tree()
     staff = await make_staff()
