@@ -47,17 +47,31 @@ def _form(request: Request, name: str, limit: int = 255) -> str:
 @staff_required()
 async def list_staff(request: Request, staff: StaffUser) -> HTTPResponse:
     """Accounts in the user's region and below; leads also get the form for the level below."""
+    return await _staff_page(request, staff)
+
+
+async def _staff_page(
+    request: Request,
+    staff: StaffUser,
+    *,
+    status: int = 200,
+    errors: dict[str, str] | None = None,
+    form: dict[str, str] | None = None,
+) -> HTTPResponse:
     members = await staff_service.list_staff(staff)
     regions = await staff_service.manageable_regions(staff)
     manageable = {r.code for r in regions}
     return render(
         request,
         "staff/list.html",
+        status=status,
         members=members,
         regions=regions,
         manageable=manageable,
         roles=staff_service.ROLE_LABELS,
         levels=staff_service.LEVEL_LABELS,
+        errors=errors or {},
+        form=form or {},
     )
 
 
@@ -66,18 +80,25 @@ async def list_staff(request: Request, staff: StaffUser) -> HTTPResponse:
 async def create_staff(request: Request, staff: StaffUser) -> HTTPResponse:
     """Create an account for a region one level below the lead's own."""
     password = form_value(request, "password")
-    if password != form_value(request, "password_again"):
-        raise ValidationFailed("两次输入的密码不一致。")
-    created = await staff_service.create_staff(
-        staff,
-        _form(request, "username", 64),
-        _form(request, "display_name", 64),
-        password,
-        _form(request, "role", 16),
-        _form(request, "region_code", 6),
-        ip=client_ip(request),
-        request_id=request.ctx.request_id,
-    )
+    limits = {"username": 64, "display_name": 64, "role": 16, "region_code": 6}
+    typed = {name: _form(request, name, limit) for name, limit in limits.items()}
+    try:
+        if password != form_value(request, "password_again"):
+            raise ValidationFailed(details={"fields": {"password_again": "两次输入的密码不一致"}})
+        created = await staff_service.create_staff(
+            staff,
+            typed["username"],
+            typed["display_name"],
+            password,
+            typed["role"],
+            typed["region_code"],
+            ip=client_ip(request),
+            request_id=request.ctx.request_id,
+        )
+    except ValidationFailed as exc:
+        # Show the form again with what was typed (never the passwords) and why it failed.
+        fields = exc.details.get("fields", {})
+        return await _staff_page(request, staff, status=422, errors=fields, form=typed)
     flash(request, f"已创建账号 {created.username}。请将初始密码当面交给本人。")
     return redirect(request, "/portal/staff")
 

@@ -75,16 +75,26 @@ async def test_city_lead_cannot_create_in_another_city(client: httpx.AsyncClient
     assert not await StaffUser.filter(username="county1").exists()
 
 
-async def test_refused_creation_is_flashed_back_on_the_form(client: httpx.AsyncClient) -> None:
+async def test_refused_creation_shows_the_form_again_with_each_reason(
+    client: httpx.AsyncClient,
+) -> None:
     token = await _login(client, CITY)
-    form = _new_account(token, COUNTY) | {"password_again": "something-else"}
+    mismatch = _new_account(token, COUNTY) | {"password_again": "something-else"}
+    weak = _new_account(token, COUNTY, username="county2") | {
+        "password": "123",
+        "password_again": "123",
+    }
 
-    response = await client.post("/portal/staff", data=form, headers={"referer": "/portal/staff"})
-    page = await client.get("/portal/staff")
+    first = await client.post("/portal/staff", data=mismatch)
+    second = await client.post("/portal/staff", data=weak)
 
-    assert response.status_code == 303
-    assert "两次输入的密码不一致" in page.text
-    assert not await StaffUser.filter(username="county1").exists()
+    assert first.status_code == 422
+    assert "两次输入的密码不一致" in first.text
+    assert 'value="county1"' in first.text and NEW_PASSWORD not in first.text
+    assert second.status_code == 422
+    assert "密码长度须为" in second.text
+    assert 'value="county2"' in second.text
+    assert not await StaffUser.filter(username__in=["county1", "county2"]).exists()
 
 
 async def test_lead_disables_a_county_account_and_its_session_ends(
