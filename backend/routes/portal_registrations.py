@@ -541,37 +541,94 @@ async def list_late_permits(request: Request, staff: StaffUser) -> HTTPResponse:
     )
 
 
-@bp.get("/registrations/late-permits/new", name="late_permit_new")
-@staff_required()
-async def show_late_permit(request: Request, staff: StaffUser) -> HTTPResponse:
-    """The form to let one veteran file late: reason required, with a deadline."""
-    current = await service.current_window()
-    year = _year_arg(request, current.report_year)
-    veteran = await veteran_in_scope(staff, _int_arg(request, "veteran_id"))
-    today = service.shanghai_today()
+def default_late_deadline(window: service.Window, today: date, correction_days: int) -> date:
+    """The deadline the late-permit form offers before the clerk changes it.
+
+    A permit only matters once the window has closed, so the default gives the veteran the
+    usual correction period (correction_days, from settings) counted from the later of today and
+    the window's last day: granted during the window it runs past the close by that period,
+    granted afterwards it runs that period from today. It never exceeds the longest deadline
+    the service accepts (today + MAX_CORRECTION_DAYS).
+    """
+    days = timedelta(days=correction_days)
+    latest = today + timedelta(days=service.MAX_CORRECTION_DAYS)
+    return min(max(today, window.closes_on) + days, latest)
+
+
+async def _late_permit_form(
+    request: Request,
+    staff: StaffUser,
+    veteran_id: int | None,
+    year: int,
+    form: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+) -> HTTPResponse:
+    veteran = await veteran_in_scope(staff, veteran_id)
+    window = await service.window_for(year)
+    correction_days = context.current().settings.correction_days
+    if form is None:
+        deadline = default_late_deadline(window, service.shanghai_today(), correction_days)
+        form = {"reason": "", "deadline": deadline.isoformat()}
     return _page(
         request,
         "registrations/late_permit.html",
+        status=422 if errors else 200,
         veteran=veteran,
         year=year,
-        window=await service.window_for(year),
+        window=window,
         permit=await LateFilingPermit.get_or_none(veteran_id=veteran.id, report_year=year),
-        default_deadline=today + timedelta(days=context.current().settings.correction_days),
+        form=form,
+        errors=errors or {},
+        correction_days=correction_days,
     )
+
+
+@bp.get("/registrations/late-permits/new", name="late_permit_new")
+@staff_required()
+async def show_late_permit(request: Request, staff: StaffUser) -> HTTPResponse:
+    """The form to let one veteran file late: reason required, deadline offered.
+
+    The offered deadline is default_late_deadline(): the correction period counted from the
+    later of today and the window's close, so a permit granted early still outlasts the window.
+    """
+    current = await service.current_window()
+    year = _year_arg(request, current.report_year)
+    return await _late_permit_form(request, staff, _int_arg(request, "veteran_id"), year)
 
 
 @bp.post("/registrations/late-permits", name="late_permit_submit")
 @staff_required()
 async def grant_late_permit(request: Request, staff: StaffUser) -> HTTPResponse:
-    """Grant (or extend) a late filing permit; the reason is kept in the audit log."""
+    """Grant (or extend) a late filing permit; the reason is kept in the audit log.
+
+    A bad reason or deadline shows the form again (422) with what the clerk typed and the
+    message next to each field; nothing is saved.
+    """
     veteran_id = _form_int(request, "veteran_id")
     year = _form_int(request, "year")
-    deadline = _form_date(request, "deadline")
-    assert deadline is not None
-    reason = _form(request, "reason", service.MAX_REASON_CHARS)
-    await service.grant_late_filing(
-        staff, veteran_id, year, deadline, reason, **actor_args(request)
-    )
+    if not service.FIRST_YEAR <= year <= service.shanghai_today().year:
+        # The same rule the service applies; checked first so the form is never redrawn for it.
+        raise NotFound("没有该年度的登记。")
+    posted: Any = request.form or {}
+    form = {
+        "reason": str(posted.get("reason") or ""),
+        "deadline": str(posted.get("deadline") or "").strip()[:32],
+    }
+    try:
+        deadline = _form_date(request, "deadline")
+        assert deadline is not None
+        reason = _form(request, "reason", service.MAX_REASON_CHARS)
+        await service.grant_late_filing(
+            staff, veteran_id, year, deadline, reason, **actor_args(request)
+        )
+    except ValidationFailed as exc:
+        errors = dict(exc.details.get("fields") or {})
+        if not errors:
+            raise
+        if "reason" in errors:
+            # Keep what fits, so an overlong reason is trimmed rather than lost.
+            form["reason"] = form["reason"][: service.MAX_REASON_CHARS]
+        return await _late_permit_form(request, staff, veteran_id, year, form, errors)
     flash(request, f"已准许补报{year}年度登记，截止日期 {deadline.isoformat()}。")
     return redirect(request, f"{COOKIE_PATH}/registrations/late-permits?year={year}")
 

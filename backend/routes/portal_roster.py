@@ -14,7 +14,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, raw
 
 from backend.app import client_ip
-from backend.errors import PayloadTooLarge, ValidationFailed
+from backend.errors import Conflict, InvalidTransition, PayloadTooLarge, ValidationFailed
 from backend.models.staff import StaffUser
 from backend.routes.portal_common import (
     flash,
@@ -102,7 +102,10 @@ async def upload_roster(request: Request, staff: StaffUser) -> HTTPResponse:
     batch = await roster.preview_import(
         staff, filename, upload.body, ip=client_ip(request), request_id=request.ctx.request_id
     )
-    if batch.status == "rejected":
+    if batch.status == "rejected" and batch.errors and batch.errors[0]["row"] is None:
+        # A problem with the whole file (no header, no data rows) is said as it is.
+        flash(request, f"{batch.errors[0]['reason']}本次未导入任何数据。", "error")
+    elif batch.status == "rejected":
         flash(request, f"名册中有 {batch.error_count} 处错误，本次未导入任何数据。", "error")
     return redirect(request, f"/portal/roster/batches/{batch.id}")
 
@@ -110,7 +113,7 @@ async def upload_roster(request: Request, staff: StaffUser) -> HTTPResponse:
 @bp.get("/roster/batches/<batch_id:int>", name="roster_batch")
 @staff_required()
 async def show_batch(request: Request, staff: StaffUser, batch_id: int) -> HTTPResponse:
-    """The preview of one batch: counts and changes, or every bad row with its reason."""
+    """The preview of one batch: counts, changed and new people, or every bad row."""
     batch = await roster.get_batch(staff, batch_id)
     return render(
         request,
@@ -118,16 +121,27 @@ async def show_batch(request: Request, staff: StaffUser, batch_id: int) -> HTTPR
         batch=batch,
         batch_statuses=BATCH_STATUSES,
         field_labels=roster.FIELD_LABELS,
+        changed=roster.changed_entries(batch),
+        new=roster.new_entries(batch),
+        counties=await counties_within(staff.region),
     )
 
 
 @bp.post("/roster/batches/<batch_id:int>/apply", name="roster_apply")
 @staff_required()
 async def apply_batch(request: Request, staff: StaffUser, batch_id: int) -> HTTPResponse:
-    """Apply a previewed batch, all or nothing; a second click changes nothing."""
-    batch = await roster.apply_import(
-        staff, batch_id, ip=client_ip(request), request_id=request.ctx.request_id
-    )
+    """Apply a previewed batch, all or nothing; a second click changes nothing.
+
+    A preview the roster has moved past (or one that cannot be applied) leads back to the
+    upload page with the reason, since the only way on is to upload the file again.
+    """
+    try:
+        batch = await roster.apply_import(
+            staff, batch_id, ip=client_ip(request), request_id=request.ctx.request_id
+        )
+    except (Conflict, InvalidTransition) as exc:
+        flash(request, exc.message, "error")
+        return redirect(request, "/portal/roster")
     flash(
         request,
         f"导入完成：新增 {batch.created_count} 人，更新 {batch.updated_count} 人，"

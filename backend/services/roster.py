@@ -7,8 +7,11 @@ Service API (the portal's import pages call only these):
   with status ``rejected`` and ``errors`` = ``[{"row", "field", "column", "reason"}]``
   (row as Excel numbers it, reason in Chinese), ``error_count`` the full count; nothing
   else changes. A clean file gives status ``previewed`` with ``created_count`` (new),
-  ``updated_count`` (changed; ``changes`` lists row, name, masked ID and the fields that
-  change) and ``unchanged_count``. Raises PayloadTooLarge over settings.max_upload_bytes.
+  ``updated_count`` (changed) and ``unchanged_count``. ``changes`` lists the changed entries
+  (row, name, masked ID, the fields that change) and then the new ones (row, name, masked
+  ID, county code, ``"new": True``), each kind capped at MAX_LISTED; read them apart with
+  changed_entries() and new_entries(). A file without any data row is rejected with a
+  file-level reason. Raises PayloadTooLarge over settings.max_upload_bytes.
 - ``await apply_import(staff, batch_id) -> RosterImportBatch``
   Applies a previewed batch in one transaction. A second click returns the applied batch
   without applying again; a preview the roster has moved past raises Conflict (the batch
@@ -87,7 +90,8 @@ _CHUNK = 500
 #: files at least this large are parsed in a separate process
 PROCESS_THRESHOLD = 1_000_000
 _pool: ProcessPoolExecutor | None = None
-_MAX_CHANGES = 1000
+#: the preview lists at most this many changed and this many new entries
+MAX_LISTED = 1000
 
 
 class _StalePreview(Exception):
@@ -231,6 +235,16 @@ async def list_batches(staff: StaffUser, limit: int = 50) -> list[RosterImportBa
     )
 
 
+def changed_entries(batch: RosterImportBatch) -> list[dict[str, Any]]:
+    """The entries of a preview that already exist and change, as listed (capped)."""
+    return [entry for entry in batch.changes if not entry.get("new")]
+
+
+def new_entries(batch: RosterImportBatch) -> list[dict[str, Any]]:
+    """The entries of a preview that are not on the roster yet, as listed (capped)."""
+    return [entry for entry in batch.changes if entry.get("new")]
+
+
 async def _staff_region(staff: StaffUser) -> Region:
     region = await Region.get_or_none(code=staff.region_id)  # type: ignore[attr-defined]
     if region is None:
@@ -253,6 +267,7 @@ class _Diff:
         self.updated = 0
         self.unchanged = 0
         self.changes: list[dict[str, Any]] = []
+        self.new: list[dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []
         self._digest = hashlib.sha256()
 
@@ -261,13 +276,23 @@ class _Diff:
         self._digest.update(_fingerprint(row["id_hash"], existing))
         if existing is None:
             self.created += 1
+            if len(self.new) < MAX_LISTED:
+                self.new.append(
+                    {
+                        "row": row["row"],
+                        "name": row["name"],
+                        "id_masked": row["id_masked"],
+                        "county_code": row["county_code"],
+                        "new": True,
+                    }
+                )
             return []
         changed = _changed_fields(row, existing)
         if not changed:
             self.unchanged += 1
             return []
         self.updated += 1
-        if len(self.changes) < _MAX_CHANGES:
+        if len(self.changes) < MAX_LISTED:
             self.changes.append(
                 {
                     "row": row["row"],
@@ -461,7 +486,7 @@ async def _record_batch(
             unchanged_count=0 if rejected else diff.unchanged,
             error_count=len(errors),
             errors=errors[:MAX_REPORTED],
-            changes=[] if rejected else diff.changes,
+            changes=[] if rejected else diff.changes + diff.new,
             roster_digest="" if rejected else diff.digest,
         )
         await audit.record(

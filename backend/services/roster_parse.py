@@ -25,6 +25,9 @@ from backend.settings import Settings
 
 #: the batch keeps this many error rows; error_count still counts them all
 MAX_REPORTED = 2000
+#: what the error list shows in the column cell of a problem with the whole file
+FILE_COLUMN = "文件"
+NO_DATA_REASON = "文件中没有数据行。"
 
 ID_PURPOSE = "veteran.id_number"
 PHONE_PURPOSE = "veteran.phone"
@@ -109,7 +112,9 @@ def parse_to_staging(data: bytes, filename: str, rules: ParseRules, staging: Pat
         with staging.open("w", encoding="utf-8") as out:
             _check_rows(rows, rules, cipher, summary, out)
     except _FileError as exc:
-        summary.errors.append({"row": None, "field": "file", "column": "", "reason": exc.reason})
+        summary.errors.append(
+            {"row": None, "field": "file", "column": FILE_COLUMN, "reason": exc.reason}
+        )
     return summary
 
 
@@ -237,6 +242,9 @@ def _check_rows(
             # Once a row is bad the file is rejected: stop encrypting, keep checking.
             out.write(json.dumps(_stage(staged, number, cipher), ensure_ascii=False) + "\n")
             summary.staged += 1
+    if summary.total_rows == 0:
+        # A header alone (say, the blank template) would preview "0 people" with an apply button.
+        raise _FileError(NO_DATA_REASON)
 
 
 def _error(row: int, key: str, labels: dict[str, str], reason: str) -> dict[str, Any]:

@@ -184,3 +184,51 @@ async def test_template_lists_the_expected_columns(client: httpx.AsyncClient) ->
 
     assert response.status_code == 200
     assert response.content.decode("utf-8-sig").startswith("姓名,身份证号")
+
+
+async def test_header_only_file_is_rejected_with_a_file_level_reason(
+    client: httpx.AsyncClient,
+) -> None:
+    token = await _clerk(client)
+
+    uploaded = await _upload(client, token, _csv())
+    page = await client.get(f"/portal/roster/batches/{_batch_id(uploaded)}")
+
+    assert "文件中没有数据行。本次未导入任何数据。" in page.text
+    assert "<td>—</td><td>文件</td><td>文件中没有数据行。</td>" in page.text
+    assert ">file<" not in page.text
+    assert "确认导入" not in page.text
+    assert (await RosterImportBatch.get(id=_batch_id(uploaded))).status == "rejected"
+
+
+async def test_preview_lists_new_people_with_masked_id_and_county(
+    client: httpx.AsyncClient,
+) -> None:
+    token = await _clerk(client)
+
+    uploaded = await _upload(client, token, _csv(_row(1), _row(2, name="新来的")))
+    page = await client.get(f"/portal/roster/batches/{_batch_id(uploaded)}")
+
+    assert "将要新增的人员" in page.text
+    assert "新来的" in page.text
+    assert fake_id_number(2)[:4] + "*" * 10 + fake_id_number(2)[-4:] in page.text
+    assert fake_id_number(2) not in page.text
+    assert "<td>小店区</td>" in page.text
+
+
+async def test_stale_preview_leads_back_to_the_upload_page(client: httpx.AsyncClient) -> None:
+    token = await _clerk(client)
+    early = _batch_id(await _upload(client, token, _csv(_row(1))))
+    later = _batch_id(await _upload(client, token, _csv(_row(1, name="改过名"))))
+    await client.post(f"/portal/roster/batches/{later}/apply", data={"csrf_token": token})
+
+    # No referer: the browser's own error page would offer only the way home.
+    stale = await client.post(f"/portal/roster/batches/{early}/apply", data={"csrf_token": token})
+    page = await client.get(stale.headers["location"])
+
+    assert stale.status_code == 303
+    assert stale.headers["location"] == "/portal/roster"
+    assert "预览之后名册已有变动" in page.text
+    assert "上传并预览" in page.text
+    assert (await RosterImportBatch.get(id=early)).status == "superseded"
+    assert (await Veteran.get()).name == "改过名"

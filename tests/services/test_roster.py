@@ -338,6 +338,39 @@ async def test_unreadable_files_are_rejected_with_a_reason(
     assert words in batch.errors[0]["reason"]
 
 
+@pytest.mark.parametrize("suffix", ["xlsx", "csv"])
+async def test_header_only_file_is_rejected_as_having_no_data(
+    clerk: StaffUser, suffix: str
+) -> None:
+    data = xlsx([[None] * 8]) if suffix == "xlsx" else csv_bytes([], "utf-8-sig")
+
+    batch = await preview_import(clerk, f"名册.{suffix}", data)
+
+    assert batch.status == "rejected"
+    assert batch.errors == [
+        {"row": None, "field": "file", "column": "文件", "reason": "文件中没有数据行。"}
+    ]
+    assert not staging_path(batch.id).exists()
+    with pytest.raises(InvalidTransition):
+        await apply_import(clerk, batch.id)
+
+
+async def test_new_entries_are_listed_up_to_the_cap(
+    clerk: StaffUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(roster, "MAX_LISTED", 3)
+    rows = list(make_rows(5, [XIAODIAN]))
+
+    batch = await preview_import(clerk, "名册.xlsx", xlsx(rows))
+
+    new = roster.new_entries(batch)
+    assert batch.created_count == 5
+    assert [entry["row"] for entry in new] == [2, 3, 4]
+    assert all(entry["county_code"] == XIAODIAN for entry in new)
+    assert all("*" * 10 in entry["id_masked"] for entry in new)
+    assert roster.changed_entries(batch) == []
+
+
 async def test_missing_required_column_is_named(clerk: StaffUser) -> None:
     headers = ["姓名", "身份证号", "手机号", "安置地区划代码", "是否党员", "状态"]
 
@@ -366,12 +399,22 @@ async def test_reimport_updates_existing_entries_after_preview(clerk: StaffUser)
     preview = await preview_import(clerk, "v2.xlsx", xlsx(updated))
 
     assert (preview.created_count, preview.updated_count, preview.unchanged_count) == (1, 1, 1)
-    assert preview.changes == [
+    assert roster.changed_entries(preview) == [
         {
             "row": 2,
             "name": "测试甲一",
             "id_masked": ID_A[:4] + "*" * 10 + ID_A[-4:],
             "fields": ["phone", "status", "status_date"],
+        }
+    ]
+    new_id = fake_id(XIAODIAN, dt.date(1981, 2, 3), 1)
+    assert roster.new_entries(preview) == [
+        {
+            "row": 4,
+            "name": "测试丙三",
+            "id_masked": new_id[:4] + "*" * 10 + new_id[-4:],
+            "county_code": XIAODIAN,
+            "new": True,
         }
     ]
     assert (await Veteran.get(name="测试甲一")).status == "active"
