@@ -52,13 +52,16 @@ def _operation(spec: RouteSpec, components: dict[str, Any]) -> dict[str, Any]:
             "required": True,
             "content": {"application/json": {"schema": _schema(spec.body, components)}},
         }
+    parameters = _path_parameters(spec.path)
     if spec.query is not None:
         query_schema = spec.query.model_json_schema()
         required = set(query_schema.get("required", []))
-        op["parameters"] = [
+        parameters += [
             {"name": name, "in": "query", "required": name in required, "schema": prop}
             for name, prop in query_schema.get("properties", {}).items()
         ]
+    if parameters:
+        op["parameters"] = parameters
     responses: dict[str, Any] = {}
     if spec.response is not None:
         responses[str(spec.status)] = {
@@ -110,6 +113,23 @@ def build_document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+_PARAM_SCHEMAS = {
+    "int": {"type": "integer", "minimum": 1},
+    "str": {"type": "string"},
+}
+
+
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    """OpenAPI requires every {name} in a path to be declared; Sanic writes <name:type>."""
+    found = []
+    for part in path.split("/"):
+        if part.startswith("<") and part.endswith(">"):
+            name, _, kind = part[1:-1].partition(":")
+            schema = _PARAM_SCHEMAS.get(kind or "str", {"type": "string"})
+            found.append({"name": name, "in": "path", "required": True, "schema": schema})
+    return found
 
 
 def _openapi_path(path: str) -> str:

@@ -95,3 +95,18 @@ async def test_an_id_too_large_for_the_database_is_not_found(client: httpx.Async
 
     assert page.status_code == 404
     assert action.status_code == 404
+
+
+def test_every_path_parameter_is_declared_in_the_contract() -> None:
+    from backend.openapi import build_document
+    from backend.routes import blueprints
+
+    blueprints()
+    document = build_document()
+
+    for path, operations in document["paths"].items():
+        names = {part[1:-1] for part in path.split("/") if part.startswith("{")}
+        for operation in operations.values():
+            declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
+            assert declared == names, path
+    assert "202" in document["paths"]["/api/v1/bindings"]["post"]["responses"]

@@ -178,6 +178,7 @@ def api_route(
                 auth,
                 list(errors or []),
                 query,
+                dict(alternatives or {}),
             )
         )
         return wrapped
