@@ -245,7 +245,12 @@ def demo_settings(data_dir: Path, port: int, standin_port: int) -> Settings:
 
 def _harmless(name: str) -> bool:
     # Only presentation and tuning settings pass through; everything that points elsewhere is ours.
-    return name in ("APP_LOG_LEVEL", "APP_PRIVACY_VERSION", "APP_CORRECTION_DAYS")
+    return name in (
+        "APP_LOG_LEVEL",
+        "APP_PRIVACY_VERSION",
+        "APP_CORRECTION_DAYS",
+        "APP_TOTP_REQUIRED",
+    )
 
 
 async def seed(settings: Settings, *, reset_passwords: bool = False) -> DemoInfo:
@@ -445,7 +450,7 @@ async def serve(settings: Settings, info: DemoInfo, ready: asyncio.Event | None 
     stop_dispatch = asyncio.Event()
     dispatch = asyncio.create_task(dispatcher.run_forever(f"demo-{os.getpid()}", stop_dispatch))
     try:
-        print_banner(info, portal, standin_url)
+        print_banner(info, portal, standin_url, settings)
         if ready is not None:
             ready.set()
         await stop.wait()
@@ -462,7 +467,7 @@ async def serve(settings: Settings, info: DemoInfo, ready: asyncio.Event | None 
         print("演示已停止。", flush=True)
 
 
-def print_banner(info: DemoInfo, portal: str, standin_url: str) -> None:
+def print_banner(info: DemoInfo, portal: str, standin_url: str, settings: Settings) -> None:
     """Tell the person at the terminal where everything is and how to log in."""
     lines = [
         "",
@@ -476,6 +481,8 @@ def print_banner(info: DemoInfo, portal: str, standin_url: str) -> None:
         opens, closes = info.window
         lines.append(f"  {info.report_year}年度登记 演示开放期: {opens} 至 {closes}")
     lines.append(f"  演示退役军人: {info.veterans} 人（姓名、身份证号、手机号均为虚构）")
+    if settings.totp_enforced:
+        lines.append("  动态验证码 TOTP:       已要求（首次登录时绑定验证器）")
     lines.append("")
     lines.append("工作人员账号 staff accounts:")
     for account in info.accounts:
