@@ -260,6 +260,7 @@ class Migration(migrations.Migration):
                 ('reason', fields.TextField(description='the warning signs, staff-only, never sent through WeChat', unique=False)),
                 ('planned_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('location', fields.CharField(default='', max_length=128)),
+                ('contact_phone', fields.CharField(default='', description='the station phone the veteran may call, sent in the WeChat message', max_length=17)),
                 ('held_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
                 ('staff_present', fields.CharField(default='', max_length=255)),
                 ('notes', fields.TextField(default='', description='visible only to the county lead and above', unique=False)),

@@ -192,6 +192,8 @@ class Interview(Model):
     reason = fields.TextField()
     planned_at = fields.DatetimeField()
     location = fields.CharField(max_length=128, default="")
+    #: the station phone the veteran may call, sent in the WeChat message
+    contact_phone = fields.CharField(max_length=17, default="")
     held_at = fields.DatetimeField(null=True)
     staff_present = fields.CharField(max_length=255, default="")
     #: visible only to the county lead and above

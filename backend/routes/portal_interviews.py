@@ -49,6 +49,7 @@ TEXT_LIMITS = {
     "notes": service.MAX_NOTES,
     "outcome": service.MAX_OUTCOME,
     "cancel_reason": service.MAX_REASON,
+    "contact_phone": service.MAX_CONTACT_PHONE,
 }
 
 
@@ -183,7 +184,11 @@ async def open_interview(request: Request, staff: StaffUser) -> HTTPResponse:
     raw_reg = form.get("registration_id", "")
     registration_id = int(raw_reg) if raw_reg.isdigit() else None
     veteran = await veteran_in_scope(staff, veteran_id)
+    contact_phone = form.get("contact_phone", "").strip()
     try:
+        if not contact_phone:
+            # Required here; the service keeps it optional for callers without a form.
+            raise ValidationFailed(details={"fields": {"contact_phone": "请填写联系电话"}})
         planned_at = parse_local(form.get("planned_at", ""), "planned_at")
         interview = await service.open_interview(
             staff,
@@ -192,6 +197,7 @@ async def open_interview(request: Request, staff: StaffUser) -> HTTPResponse:
             planned_at,
             form.get("location", ""),
             registration_id,
+            contact_phone=contact_phone,
             **actor_args(request),
         )
     except ValidationFailed as exc:

@@ -2,6 +2,10 @@
 
 Messages and phone tasks are limited to the staff member's region (another county's answers
 404). Template configuration is one setting for the whole province: province staff change it.
+
+A phone task shows the masked phone; the full number is shown like the full ID number on the
+roster: once, in answer to a POST with a CSRF token, on a page the browser must not cache,
+and every view writes an audit row `veteran.phone_viewed`.
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from backend.app import client_ip
-from backend.errors import TemplateConfigInvalid, ValidationFailed
+from backend.errors import NotFound, TemplateConfigInvalid, ValidationFailed
 from backend.models import OutboxAttempt, OutboxMessage, PhoneTask, StaffUser, TemplateConfig
 from backend.routes.portal_common import (
     COOKIE_PATH,
+    Page,
     flash,
     form_value,
     in_scope_or_404,
@@ -27,7 +32,8 @@ from backend.routes.portal_common import (
     scope_prefix,
     staff_required,
 )
-from backend.services import notifications
+from backend.services import audit, notifications
+from backend.services.accounts import PHONE_PURPOSE
 
 bp = Blueprint("portal_notifications", url_prefix=COOKIE_PATH)
 
@@ -49,6 +55,29 @@ ATTEMPT_OUTCOMES = {
     "unknown": "未收到应答",
     "no_acceptance": "未发送",
 }
+#: WeChat errcodes of subscribeMessage.send, in words a clerk understands
+ERRCODE_TEXTS = {
+    0: "微信已接收",
+    -1: "微信系统繁忙",
+    40001: "接口凭证无效",
+    40014: "接口凭证无效",
+    42001: "接口凭证已过期",
+    40003: "用户标识（openid）无效",
+    40037: "模板ID无效",
+    41030: "跳转页面不在已发布的小程序中",
+    43101: "用户没有该模板的剩余订阅次数（或已关闭）",
+    45009: "已达微信接口调用上限",
+    47001: "请求格式错误",
+    47003: "消息内容不符合模板字段的规则",
+}
+#: what an attempt without an errcode means, by its outcome
+NO_ERRCODE_TEXTS = {
+    "unknown": "未收到微信应答（网络超时或连接中断），结果未知",
+    "no_acceptance": "用户没有剩余的订阅次数，未发送",
+    "accepted": "微信已接收",
+}
+LEASE_EXPIRED = "lease expired"
+
 BADGES = {
     "delivered": "badge-ok",
     "done": "badge-ok",
@@ -71,8 +100,18 @@ def _page(request: Request, template: str, **ctx: Any) -> HTTPResponse:
         attempt_outcomes=ATTEMPT_OUTCOMES,
         events={name: spec.label for name, spec in notifications.EVENTS.items()},
         badge=lambda status: BADGES.get(status, ""),
+        outcome_text=outcome_text,
         **ctx,
     )
+
+
+def outcome_text(outcome: str, errcode: int | None, errmsg: str) -> str:
+    """An attempt's (or message's) result in Chinese; WeChat's own errmsg is English."""
+    if errcode is not None:
+        return ERRCODE_TEXTS.get(errcode, "微信返回错误")
+    if errmsg.startswith(LEASE_EXPIRED):
+        return "发送进程中断，结果未知"
+    return NO_ERRCODE_TEXTS.get(outcome, "")
 
 
 def _choice(request: Request, name: str, allowed: dict[str, str], default: str = "") -> str:
@@ -114,7 +153,10 @@ async def show_message(request: Request, staff: StaffUser, message_id: int) -> H
     attempts = await OutboxAttempt.filter(message_id=message.id).order_by("id")
     tasks = await PhoneTask.filter(message_id=message.id)
     data = message.payload.get("data", {}) if isinstance(message.payload, dict) else {}
-    values = [(key, str(entry.get("value", ""))) for key, entry in data.items()]
+    labels = await _key_labels(message)
+    values = [
+        (key, labels.get(key, ""), str(entry.get("value", ""))) for key, entry in data.items()
+    ]
     return _page(
         request,
         "notifications/detail.html",
@@ -123,6 +165,23 @@ async def show_message(request: Request, staff: StaffUser, message_id: int) -> H
         tasks=tasks,
         values=values,
     )
+
+
+async def _key_labels(message: OutboxMessage) -> dict[str, str]:
+    """WeChat key -> the Chinese name of the value mapped to it, from the event's template.
+
+    The message keeps only the keys; the mapping is today's configuration, used only while
+    it still names the template the message was sent with.
+    """
+    config = await TemplateConfig.get_or_none(event=message.event)
+    spec = notifications.EVENTS.get(message.event)
+    if config is None or config.template_id != message.template_id:
+        return {}
+    labels: dict[str, str] = {}
+    for key, name in (config.fields_map or {}).items():
+        value = spec.values.get(name) if spec else None
+        labels[key] = value.label if value else notifications.VALUE_LABELS.get(name, "")
+    return labels
 
 
 @bp.get("/notifications/templates", name="list_templates")
@@ -205,6 +264,58 @@ async def list_phone_tasks(request: Request, staff: StaffUser) -> HTTPResponse:
         page=page,
         selected_status=status,
         next_query=query_without(request, "after"),
+        task_events=await _task_events(page.items),
+        revealed={},
+    )
+
+
+async def _task_events(tasks: list[PhoneTask]) -> dict[int, str]:
+    """Task id -> the event of its outbox message, so approval and interview tasks differ."""
+    message_ids = {t.message_id for t in tasks if t.message_id}  # type: ignore[attr-defined]
+    if not message_ids:
+        return {}
+    events = dict(await OutboxMessage.filter(id__in=message_ids).values_list("id", "event"))
+    return {
+        t.id: events[t.message_id]  # type: ignore[attr-defined]
+        for t in tasks
+        if t.message_id in events  # type: ignore[attr-defined]
+    }
+
+
+@bp.post("/notifications/phone-tasks/<task_id:int>/phone", name="phone_task_phone")
+@staff_required()
+async def show_task_phone(request: Request, staff: StaffUser, task_id: int) -> HTTPResponse:
+    """The veteran's full phone number for one task, once, audited; never cached."""
+    task = (
+        await PhoneTask.filter(id=task_id, county_code__startswith=scope_prefix(staff))
+        .select_related("veteran")
+        .first()
+    )
+    if task is None:
+        raise NotFound()
+    veteran = task.veteran
+    revealed: dict[int, str] = {}
+    if veteran.phone_cipher:
+        revealed[task.id] = request.app.ctx.cipher.decrypt(veteran.phone_cipher, PHONE_PURPOSE)
+        await audit.record(
+            "staff",
+            staff.id,
+            "veteran.phone_viewed",
+            "veteran",
+            veteran.id,
+            {"phone_task_id": task.id},
+            client_ip(request),
+            getattr(request.ctx, "request_id", ""),
+        )
+    return _page(
+        request,
+        "notifications/phone_tasks.html",
+        page=Page([task], None, 1),
+        selected_status="",
+        next_query="",
+        task_events=await _task_events([task]),
+        revealed=revealed,
+        single=True,
     )
 
 

@@ -2,13 +2,14 @@
 
 State machine INTERVIEW: planned -> held -> closed; planned -> cancelled. Independent of the
 registration's approve/return. Every transition goes through Workflow.move and writes an audit
-row; opening one enqueues the "interview.scheduled" notification (time and place only: the
-reason never goes into WeChat text).
+row; opening one enqueues the "interview.scheduled" notification (time, place and the
+station's contact phone: the reason never goes into WeChat text), cancelling one enqueues
+"interview.cancelled" (the planned time only, never either reason) in the same transaction.
 
 Signatures (ip/request_id go to the audit row; `now` defaults to the current UTC time):
 
     open_interview(staff, veteran_id, reason, planned_at, location, registration_id=None, *,
-                   now=None, ip="", request_id="") -> Interview
+                   contact_phone="", now=None, ip="", request_id="") -> Interview
     record_held(staff, interview_id, lock_version, held_at, staff_present, notes, *,
                 now=None, ip="", request_id="") -> Interview
     close_interview(staff, interview_id, lock_version, outcome, *, ip="", request_id="")
@@ -28,6 +29,8 @@ county's own lead, and leads of its city and province. Clerks at any level never
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -56,6 +59,17 @@ MAX_NOTES = 10000
 MAX_OUTCOME = 2000
 #: how far ahead an interview may be planned
 MAX_AHEAD = timedelta(days=366)
+#: WeChat phone_number values are at most 17 characters
+MAX_CONTACT_PHONE = 17
+#: a mainland mobile, or a landline with an optional area code and dash (0351-1234567)
+CONTACT_PHONE = re.compile(r"^(?:1[3-9][0-9]{9}|(?:0[1-9][0-9]{1,2}-?)?[1-9][0-9]{6,7})$")
+
+
+def contact_phone_problem(value: str) -> str | None:
+    """Why a contact phone is not acceptable, in Chinese; None when it is (or is empty)."""
+    if value and (len(value) > MAX_CONTACT_PHONE or not CONTACT_PHONE.match(value)):
+        return "应为手机号或固定电话（如 0351-1234567）"
+    return None
 
 
 def _utcnow() -> datetime:
@@ -91,11 +105,12 @@ async def open_interview(
     location: str,
     registration_id: int | None = None,
     *,
+    contact_phone: str = "",
     now: datetime | None = None,
     ip: str = "",
     request_id: str = "",
 ) -> Interview:
-    """Plan an interview and tell the veteran when and where (never why)."""
+    """Plan an interview and tell the veteran when, where and whom to call (never why)."""
     now = now or _utcnow()
     region = await _region_of(staff)
     veteran = await Veteran.get_or_none(id=veteran_id)
@@ -105,6 +120,10 @@ async def open_interview(
     _text(errors, "reason", reason, MAX_REASON, "请填写约谈原因")
     _text(errors, "location", location, MAX_LOCATION, "请填写约谈地点")
     _aware(errors, "planned_at", planned_at)
+    contact_phone = contact_phone.strip()
+    phone_problem = contact_phone_problem(contact_phone)
+    if phone_problem:
+        errors["contact_phone"] = phone_problem
     if "planned_at" not in errors:
         if planned_at < now:
             errors["planned_at"] = "约谈时间不能早于现在"
@@ -127,6 +146,7 @@ async def open_interview(
             reason=reason,
             planned_at=planned_at,
             location=location,
+            contact_phone=contact_phone,
             created_by_id=staff.id,
             using_db=conn,
         )
@@ -135,7 +155,7 @@ async def open_interview(
         await notifications.enqueue(
             "interview.scheduled",
             veteran,
-            {"planned_at": planned_at, "location": location},
+            {"planned_at": planned_at, "location": location, "contact_phone": contact_phone},
             object_type="interview",
             object_id=interview.id,
             using=conn,
@@ -173,14 +193,30 @@ async def _move(
     detail: dict[str, Any],
     ip: str,
     request_id: str,
+    check: Callable[[Interview], dict[str, str]] | None = None,
 ) -> Interview:
     interview = await get_interview(staff, interview_id)
     if interview.lock_version != lock_version:
         raise Conflict(details={"status": interview.status})
     INTERVIEW.check(interview.status, to_state)
+    errors = check(interview) if check else {}
+    if errors:
+        raise ValidationFailed(details={"fields": errors})
     actor = Actor("staff", staff.id, ip, request_id)
     async with in_transaction() as conn:
         await INTERVIEW.move(interview, to_state, actor, reason=reason, changes=changes, using=conn)
+        if to_state == "cancelled":
+            from backend.services import notifications
+
+            # Only when it was planned: neither the interview's nor the cancellation's reason.
+            await notifications.enqueue(
+                "interview.cancelled",
+                interview.veteran,
+                {"planned_at": interview.planned_at, "contact_phone": interview.contact_phone},
+                object_type="interview",
+                object_id=interview.id,
+                using=conn,
+            )
         await audit.record(
             "staff",
             staff.id,
@@ -216,6 +252,13 @@ async def record_held(
     _text(errors, "notes", notes, MAX_NOTES, "请填写约谈记录")
     if errors:
         raise ValidationFailed(details={"fields": errors})
+
+    def not_before_opening(interview: Interview) -> dict[str, str]:
+        # The form gives minutes: an interview held the minute it was opened is fine.
+        if held_at < interview.created_at.replace(second=0, microsecond=0):
+            return {"held_at": "约谈时间不能早于发起约谈的时间"}
+        return {}
+
     return await _move(
         staff,
         interview_id,
@@ -226,6 +269,7 @@ async def record_held(
         {"held_at": held_at.isoformat()},
         ip,
         request_id,
+        check=not_before_opening,
     )
 
 
@@ -265,7 +309,7 @@ async def cancel_interview(
     ip: str = "",
     request_id: str = "",
 ) -> Interview:
-    """Cancel a planned interview, with the reason recorded."""
+    """Cancel a planned interview, with the reason recorded; the veteran is told (never why)."""
     errors: dict[str, str] = {}
     _text(errors, "reason", reason, MAX_REASON, "请填写取消原因")
     if errors:
@@ -333,6 +377,7 @@ def serialize_interview(staff: StaffUser, interview: Interview) -> dict[str, Any
         "reason": interview.reason,
         "planned_at": interview.planned_at,
         "location": interview.location,
+        "contact_phone": interview.contact_phone,
         "held_at": interview.held_at,
         "staff_present": interview.staff_present,
         "notes": interview.notes if allowed else None,

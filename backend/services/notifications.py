@@ -11,6 +11,13 @@ an OutboxMessage with the complete subscribe/send body when the veteran has a bo
 and the event has a template; a PhoneTask for the county when no account is bound, since
 then neither WeChat nor the app can tell the veteran.
 
+"interview.cancelled" has no default template: the stand-in's only appointment template is
+a reminder (事项, 时间, 地点, 电话), so a cancellation sent through it would read as a
+reminder to come, and it would spend the acceptance the veteran gave for the appointment.
+Until the province configures a template of its own, a cancellation reaches a bound veteran
+through the inbox and a PhoneTask (EventSpec.phone_without_template): a veteran who misses
+it travels for nothing.
+
 The acceptance ledger (and how one tap reported by both the mini-program and WeChat's popup
 event is counted once) lives in backend.services.subscriptions; sending, retries, refunds and
 the sent event in backend.services.dispatcher.
@@ -84,12 +91,17 @@ class ValueSpec:
 
 @dataclass(frozen=True)
 class EventSpec:
-    """One event: its Chinese label, its values and which values the caller must give."""
+    """One event: its Chinese label, its values and which values the caller must give.
+
+    phone_without_template: when no template is configured, a bound veteran is phoned too,
+    for events the veteran must not miss.
+    """
 
     label: str
     values: Mapping[str, ValueSpec]
     required: Mapping[str, type] = field(default_factory=dict)
     optional: Mapping[str, type] = field(default_factory=dict)
+    phone_without_template: bool = False
 
 
 _COMMON = {
@@ -122,6 +134,22 @@ EVENTS: dict[str, EventSpec] = {
         required={"planned_at": datetime, "location": str},
         optional={"contact_phone": str},
     ),
+    "interview.cancelled": EventSpec(
+        "约谈取消",
+        {
+            **_COMMON,
+            "planned_at": ValueSpec("datetime", "原定约谈时间"),
+            "contact_phone": ValueSpec("phone", "联系电话"),
+        },
+        required={"planned_at": datetime},
+        optional={"contact_phone": str},
+        phone_without_template=True,
+    ),
+}
+
+#: value name -> its Chinese label, for showing a message's keys to staff
+VALUE_LABELS: dict[str, str] = {
+    name: value.label for spec in EVENTS.values() for name, value in spec.values.items()
 }
 
 #: the stand-in's pre-registered demo templates (backend/wechat/standin.py DEMO_TEMPLATES)
@@ -171,7 +199,16 @@ def _clean(text: str) -> str:
 def _event_values(event: str, veteran: Veteran, values: Mapping[str, Any]) -> dict[str, str]:
     """Every value name of the event as text, built from the caller's values."""
     now = datetime.now(UTC)
-    if event == "interview.scheduled":
+    if event == "interview.cancelled":
+        # As with scheduling, the reason (for the interview or its cancellation) is no value.
+        texts = {
+            "title": "约谈取消",
+            "status": "已取消",
+            "remark": "原定约谈已取消，如有疑问请联系服务站",
+            "planned_at": format_datetime(values["planned_at"]),
+            "contact_phone": _clean(values.get("contact_phone") or "") or DEFAULT_CONTACT_PHONE,
+        }
+    elif event == "interview.scheduled":
         # The reason for the interview is never a value: only when and where.
         texts = {
             "title": "约谈通知",
@@ -330,6 +367,9 @@ def _inbox_text(event: str, values: Mapping[str, Any]) -> tuple[str, str]:
             f"您{year}年度的年度登记需要补正。请在{deadline}前打开“年度登记”页面，"
             "按审核意见修改后重新提交。",
         )
+    if event == "interview.cancelled":
+        when = format_datetime(values["planned_at"])
+        return "约谈已取消", f"原定于{when}的约谈已取消，如有疑问请联系服务站。"
     when, where = format_datetime(values["planned_at"]), _clean(values["location"])
     return (
         "约谈通知",
@@ -347,7 +387,7 @@ async def enqueue(
     using: BaseDBAsyncClient | None = None,
 ) -> OutboxMessage | None:
     """Tell the veteran about an event, inside the caller's transaction; the outbox row if any."""
-    _check_values(event, values)
+    spec = _check_values(event, values)
     title, body = _inbox_text(event, values)
     await InboxMessage.create(
         veteran_id=veteran.id,
@@ -365,6 +405,14 @@ async def enqueue(
         return None
     config = await TemplateConfig.filter(event=event).using_db(using).first()
     if config is None:
+        if spec.phone_without_template:
+            logger.warning(
+                "no template configured for %s: phone task for veteran#%s", event, veteran.id
+            )
+            await open_phone_task(
+                veteran, None, "未配置微信消息模板，请电话告知：" + title, using=using
+            )
+            return None
         logger.warning(
             "no template configured for %s: veteran#%s sees it in the inbox only", event, veteran.id
         )
@@ -431,6 +479,7 @@ async def on_sent(openid: str, items: list[dict[str, str]]) -> None:
 
 __all__ = [
     "EVENTS",
+    "VALUE_LABELS",
     "build_data",
     "check_template_config",
     "enqueue",

@@ -16,6 +16,9 @@ So two real taps within the window (report, popup, report, popup in any order) s
 two. Each pairing decision runs after an UPDATE on the ledger row, which serialises the two
 reports of one tap on SQLite and MySQL alike: the second sees the first's committed event.
 
+The mini-program may report only template ids that a TemplateConfig uses (VALIDATION_FAILED
+otherwise); WeChat's signed popup and change events are recorded as they come.
+
 Withdrawals (subscribe_msg_change_event with "reject") set remaining to 0. A send spends one
 with a guarded decrement that never goes below zero. Every change writes a SubscriptionEvent.
 """
@@ -32,7 +35,8 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
-from backend.models import SubscriptionEvent, SubscriptionLedger, WechatAccount
+from backend.errors import ValidationFailed
+from backend.models import SubscriptionEvent, SubscriptionLedger, TemplateConfig, WechatAccount
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +190,23 @@ async def zero(account_id: int, template_id: str, using: BaseDBAsyncClient) -> N
 
 
 async def report_acceptance(account: WechatAccount, results: Mapping[str, str]) -> dict[str, int]:
-    """The mini-program's report of one subscribe request; remaining acceptances per template."""
+    """The mini-program's report of one subscribe request; remaining acceptances per template.
+
+    Template ids no TemplateConfig uses are refused, the whole report with them: we could never
+    send through them, and the ledger would fill with whatever a client makes up.
+    """
+    known = set(
+        await TemplateConfig.filter(template_id__in=list(results)).values_list(
+            "template_id", flat=True
+        )
+    )
+    unknown = {
+        f"results.{template_id}"[:160]: "没有使用该模板ID的消息通知"
+        for template_id in results
+        if template_id not in known
+    }
+    if unknown:
+        raise ValidationFailed(details={"fields": unknown})
     remaining: dict[str, int] = {}
     for template_id, status in results.items():
         remaining[template_id] = await record_answer(account.id, template_id, "report", status)

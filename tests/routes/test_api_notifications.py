@@ -203,3 +203,14 @@ async def test_inbox_refuses_a_bad_limit(phone: Phone) -> None:
     response = await phone.client.get("/api/v1/inbox?limit=500", headers=phone.auth)
 
     assert response.status_code == 422
+
+
+async def test_report_of_a_template_id_no_event_uses_is_refused_whole(phone: Phone) -> None:
+    response = await phone.report({TID: "accept", "JUNK-TEMPLATE-42": "accept"})
+
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "VALIDATION_FAILED"
+    assert set(error["details"]["fields"]) == {"results.JUNK-TEMPLATE-42"}
+    assert not await SubscriptionLedger.exists()
+    assert not await SubscriptionEvent.exists()

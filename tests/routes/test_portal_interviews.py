@@ -49,13 +49,17 @@ async def _planned(county: str = COUNTY) -> Interview:
     await make_region_tree()
     opener = await make_staff(county)
     veteran = await make_veteran(county_code=county)
-    return await interviews.open_interview(
+    interview = await interviews.open_interview(
         opener,
         veteran.id,
         REASON,
         dt.datetime.now(dt.UTC) + dt.timedelta(days=2),
         "小店区退役军人服务站",
     )
+    # Opened yesterday, so a held time in the last hours is after the opening.
+    opened_at = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    await Interview.filter(id=interview.id).update(created_at=opened_at)
+    return await Interview.get(id=interview.id)
 
 
 async def _held(county: str = COUNTY) -> Interview:
@@ -87,6 +91,7 @@ async def test_open_interview_from_a_registration_tells_the_veteran_time_and_pla
             "reason": REASON,
             "planned_at": _local(dt.timedelta(days=3)),
             "location": "服务站二楼",
+            "contact_phone": "0351-1234567",
         },
     )
     detail = await client.get(response.headers["location"])
@@ -99,6 +104,8 @@ async def test_open_interview_from_a_registration_tells_the_veteran_time_and_pla
         reg.id,
         REASON,
     )
+    assert interview.contact_phone == "0351-1234567"
+    assert 'name="contact_phone"' in form_page.text
     assert "已安排" in detail.text
     assert REASON not in detail.text
     assert "&lt;script&gt;" in detail.text
@@ -122,6 +129,7 @@ async def test_open_interview_in_the_past_shows_the_form_again_and_saves_nothing
             "reason": "理由🙂",
             "planned_at": _local(-dt.timedelta(days=1)),
             "location": "服务站",
+            "contact_phone": "13912345678",
         },
     )
 
@@ -298,3 +306,66 @@ async def test_city_lead_reads_the_notes_but_a_city_clerk_does_not(
     assert "按时报告出境情况" in as_lead.text
     assert "按时报告出境情况" not in as_clerk.text
     assert "（仅负责人可见）" in as_clerk.text
+
+
+async def test_open_interview_without_a_contact_phone_shows_the_form_again(
+    client: httpx.AsyncClient,
+) -> None:
+    csrf = await _login(client)
+    veteran = await make_veteran()
+    form = {
+        "csrf_token": csrf,
+        "veteran_id": str(veteran.id),
+        "reason": "理由",
+        "planned_at": _local(dt.timedelta(days=1)),
+        "location": "服务站",
+    }
+
+    missing = await client.post("/portal/interviews", data=form)
+    wrong = await client.post("/portal/interviews", data={**form, "contact_phone": "12345"})
+    too_long = await client.post("/portal/interviews", data={**form, "contact_phone": "1" * 18})
+
+    assert missing.status_code == 422 and "请填写联系电话" in missing.text
+    assert wrong.status_code == 422 and "应为手机号或固定电话" in wrong.text
+    assert 'value="12345"' in wrong.text
+    assert too_long.status_code == 422
+    assert await Interview.all().count() == 0
+
+
+async def test_held_time_before_the_interview_was_opened_shows_a_field_error(
+    client: httpx.AsyncClient,
+) -> None:
+    csrf = await _login(client)
+    interview = await _planned()
+
+    response = await client.post(
+        f"/portal/interviews/{interview.id}/held",
+        data={
+            "csrf_token": csrf,
+            "lock_version": str(interview.lock_version),
+            "held_at": _local(-dt.timedelta(days=2)),
+            "staff_present": "王主任",
+            "notes": "记录",
+        },
+    )
+
+    assert response.status_code == 422
+    assert "约谈时间不能早于发起约谈的时间" in response.text
+    assert (await Interview.get(id=interview.id)).status == "planned"
+
+
+async def test_cancelling_tells_the_veteran_without_the_reason(client: httpx.AsyncClient) -> None:
+    csrf = await _login(client)
+    interview = await _planned()
+
+    await client.post(
+        f"/portal/interviews/{interview.id}/cancel",
+        data={
+            "csrf_token": csrf,
+            "lock_version": str(interview.lock_version),
+            "cancel_reason": "本人已到站说明",
+        },
+    )
+
+    inbox = await InboxMessage.get(veteran_id=interview.veteran_id, event="interview.cancelled")  # type: ignore[attr-defined]
+    assert inbox.body.startswith("原定于") and "已到站" not in inbox.body

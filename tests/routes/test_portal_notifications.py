@@ -6,7 +6,15 @@ import datetime as dt
 
 import httpx
 
-from backend.models import AuditLog, OutboxAttempt, PhoneTask, TemplateConfig, WechatAccount
+from backend.models import (
+    AuditLog,
+    OutboxAttempt,
+    OutboxMessage,
+    PhoneTask,
+    TemplateConfig,
+    Veteran,
+    WechatAccount,
+)
 from backend.services import notifications
 from tests.factories import (
     OTHER_COUNTY,
@@ -170,3 +178,100 @@ async def test_county_staff_cannot_change_templates(client: httpx.AsyncClient) -
     response = await client.get("/portal/notifications/templates")
 
     assert response.status_code == 403
+
+
+async def _failed_task(county: str = "140105") -> PhoneTask:
+    """A bound veteran whose approval message could not be delivered: the county must phone."""
+    message_id = await _approved(county)
+    message = await OutboxMessage.get(id=message_id)
+    return await notifications.open_phone_task(message.veteran_id, message_id, "微信消息发送失败")
+
+
+async def test_phone_task_list_names_the_event_and_masks_the_phone(
+    client: httpx.AsyncClient,
+) -> None:
+    await _login(client)
+    task = await _failed_task()
+    veteran = await Veteran.get(id=task.veteran_id)
+
+    listing = await client.get("/portal/notifications/phone-tasks")
+
+    assert listing.status_code == 200
+    assert "年度登记审核通过" in listing.text
+    assert veteran.phone_masked in listing.text
+    assert "显示完整号码" in listing.text
+    assert f"/portal/notifications/phone-tasks/{task.id}/phone" in listing.text
+
+
+async def test_full_phone_is_shown_once_uncached_and_audited(client: httpx.AsyncClient) -> None:
+    csrf = await _login(client)
+    veteran = await make_veteran(phone="13912345678")
+    task = await notifications.open_phone_task(veteran, None, "未绑定微信，请电话告知：约谈通知")
+
+    listing = await client.get("/portal/notifications/phone-tasks")
+    shown = await client.post(
+        f"/portal/notifications/phone-tasks/{task.id}/phone", data={"csrf_token": csrf}
+    )
+
+    assert "13912345678" not in listing.text
+    assert shown.status_code == 200
+    assert "13912345678" in shown.text
+    assert shown.headers["cache-control"] == "no-store"
+    row = await AuditLog.get(action="veteran.phone_viewed", object_id=str(veteran.id))
+    assert row.detail == {"phone_task_id": task.id}
+    assert "13912345678" not in str(row.detail)
+
+
+async def test_full_phone_needs_csrf_and_scope(client: httpx.AsyncClient) -> None:
+    csrf = await _login(client)
+    mine = await _failed_task()
+    theirs = await _failed_task(OTHER_COUNTY)
+
+    no_token = await client.post(f"/portal/notifications/phone-tasks/{mine.id}/phone")
+    other = await client.post(
+        f"/portal/notifications/phone-tasks/{theirs.id}/phone", data={"csrf_token": csrf}
+    )
+
+    assert no_token.status_code == 403
+    assert other.status_code == 404
+    assert not await AuditLog.filter(action="veteran.phone_viewed").exists()
+
+
+async def test_message_detail_labels_keys_and_explains_outcomes_in_chinese(
+    client: httpx.AsyncClient,
+) -> None:
+    await _login(client)
+    mine = await _approved()
+    await OutboxAttempt.create(
+        message_id=mine, worker="w1", outcome="retry", errcode=-1, errmsg="system error"
+    )
+    await OutboxAttempt.create(
+        message_id=mine, worker="w1", outcome="unknown", errmsg="no answer: RemoteProtocolError"
+    )
+    await OutboxAttempt.create(
+        message_id=mine, worker="w1", outcome="accepted", errcode=0, errmsg="ok"
+    )
+
+    page = await client.get(f"/portal/notifications/messages/{mine}")
+
+    assert page.status_code == 200
+    for label in ("事项", "结果", "通知时间", "说明"):
+        assert f"<td>{label} <span" in page.text
+    assert "微信系统繁忙" in page.text and "错误码 -1" in page.text
+    assert "未收到微信应答" in page.text
+    assert "错误码 0" in page.text
+    attempts = page.text.split('id="attempts"')[1]
+    for english in (">system error", ">ok<", ">no answer"):
+        assert english not in attempts
+
+
+async def test_message_detail_after_the_template_changed_shows_the_bare_keys(
+    client: httpx.AsyncClient,
+) -> None:
+    await _login(client)
+    mine = await _approved()
+    await TemplateConfig.filter(event="registration.approved").update(template_id="NEW-ONE")
+
+    page = await client.get(f"/portal/notifications/messages/{mine}")
+
+    assert "<td>thing1</td>" in page.text

@@ -14,6 +14,7 @@ from backend.models import (
     InboxMessage,
     Interview,
     OutboxMessage,
+    PhoneTask,
     TemplateConfig,
     TransitionLog,
     WechatAccount,
@@ -41,10 +42,19 @@ async def world(db_ready: Settings) -> dict[str, Any]:
     }
 
 
-async def opened(world: dict[str, Any]) -> Interview:
-    return await interviews.open_interview(
-        world["clerk"], world["veteran"].id, REASON, PLANNED, "小店区退役军人服务站 2 楼", now=NOW
+async def opened(world: dict[str, Any], **extra: Any) -> Interview:
+    """An interview opened at NOW (its created_at too, as the held time is checked against it)."""
+    interview = await interviews.open_interview(
+        world["clerk"],
+        world["veteran"].id,
+        REASON,
+        PLANNED,
+        "小店区退役军人服务站 2 楼",
+        now=NOW,
+        **extra,
     )
+    await Interview.filter(id=interview.id).update(created_at=NOW)
+    return await Interview.get(id=interview.id)
 
 
 async def test_opening_an_interview_plans_it_and_tells_the_veteran_when_and_where_only(
@@ -189,3 +199,139 @@ async def test_list_interviews_in_scope_newest_first(world: dict[str, Any]) -> N
     rest = await interviews.list_interviews("1401", before_id=page.next_before_id)
     assert [i.id for i in rest.items] == [first.id] and rest.next_before_id is None
     assert (await interviews.list_interviews("1402")).items == []
+
+
+async def test_cancelling_tells_a_bound_veteran_in_the_inbox_and_phone_task_never_why(
+    world: dict[str, Any],
+) -> None:
+    veteran = world["veteran"]
+    await WechatAccount.create(openid="o-cancel", veteran=veteran, bound_at=NOW)
+    interview = await opened(world)
+
+    await interviews.cancel_interview(
+        world["clerk"], interview.id, interview.lock_version, "本人住院，改期另约"
+    )
+
+    inbox = await InboxMessage.get(veteran_id=veteran.id, event="interview.cancelled")
+    assert inbox.body == "原定于2026年2月12日 17:30的约谈已取消，如有疑问请联系服务站。"
+    assert inbox.object_type == "interview" and inbox.object_id == interview.id
+    # No template is configured for cancellations by default: the county phones the veteran.
+    task = await PhoneTask.get(veteran_id=veteran.id)
+    assert task.reason.endswith("约谈已取消") and task.message_id is None
+    for text in (inbox.title, inbox.body, task.reason):
+        assert "住院" not in text and "边检" not in text
+
+
+async def test_cancelling_sends_wechat_when_a_template_is_configured(
+    world: dict[str, Any],
+) -> None:
+    veteran = world["veteran"]
+    await WechatAccount.create(openid="o-cancel-2", veteran=veteran, bound_at=NOW)
+    await TemplateConfig.create(
+        event="interview.cancelled",
+        template_id="tpl-cancel",
+        fields_map={"thing1": "title", "time2": "planned_at", "phone_number3": "contact_phone"},
+    )
+    interview = await opened(world, contact_phone="0351-1234567")
+
+    await interviews.cancel_interview(
+        world["clerk"], interview.id, interview.lock_version, "本人住院，改期另约"
+    )
+
+    message = await OutboxMessage.get(veteran_id=veteran.id, event="interview.cancelled")
+    assert message.payload["data"] == {
+        "thing1": {"value": "约谈取消"},
+        "time2": {"value": "2026年2月12日 17:30"},
+        "phone_number3": {"value": "0351-1234567"},
+    }
+    assert "住院" not in str(message.payload) and "边检" not in str(message.payload)
+    assert not await PhoneTask.exists()
+
+
+async def test_a_failed_cancellation_tells_the_veteran_nothing(world: dict[str, Any]) -> None:
+    interview = await opened(world)
+
+    with pytest.raises(Conflict):
+        await interviews.cancel_interview(
+            world["clerk"], interview.id, interview.lock_version + 1, "改期"
+        )
+
+    assert not await InboxMessage.filter(event="interview.cancelled").exists()
+
+
+async def test_contact_phone_is_stored_and_sent_to_wechat(world: dict[str, Any]) -> None:
+    veteran = world["veteran"]
+    await WechatAccount.create(openid="o-phone", veteran=veteran, bound_at=NOW)
+    await TemplateConfig.create(
+        event="interview.scheduled",
+        template_id="tpl-interview",
+        fields_map={"time1": "planned_at", "phone_number2": "contact_phone"},
+    )
+
+    interview = await opened(world, contact_phone=" 0351-1234567 ")
+
+    assert interview.contact_phone == "0351-1234567"
+    outbox = await OutboxMessage.get(veteran_id=veteran.id)
+    assert outbox.payload["data"]["phone_number2"] == {"value": "0351-1234567"}
+
+
+@pytest.mark.parametrize("phone", ["13912345678", "0351-1234567", "03511234567", "2345678"])
+async def test_mobile_and_landline_contact_phones_are_accepted(phone: str) -> None:
+    assert interviews.contact_phone_problem(phone) is None
+
+
+@pytest.mark.parametrize("phone", ["12345", "0351-12", "139123456789", "电话", "+86 0351-1234567"])
+async def test_nonsense_contact_phone_is_refused(world: dict[str, Any], phone: str) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        await opened(world, contact_phone=phone)
+
+    assert "contact_phone" in caught.value.details["fields"]
+    assert not await Interview.exists()
+
+
+async def test_held_time_before_the_interview_was_opened_is_refused(
+    world: dict[str, Any],
+) -> None:
+    interview = await opened(world)
+
+    with pytest.raises(ValidationFailed) as caught:
+        await interviews.record_held(
+            world["clerk"],
+            interview.id,
+            interview.lock_version,
+            NOW - timedelta(days=1),
+            "张三",
+            "记录",
+            now=PLANNED,
+        )
+
+    assert caught.value.details["fields"]["held_at"] == "约谈时间不能早于发起约谈的时间"
+    assert (await Interview.get(id=interview.id)).status == "planned"
+
+
+async def test_held_the_minute_it_was_opened_is_accepted(world: dict[str, Any]) -> None:
+    interview = await opened(world)
+    await Interview.filter(id=interview.id).update(created_at=NOW + timedelta(seconds=40))
+
+    held = await interviews.record_held(
+        world["clerk"], interview.id, interview.lock_version, NOW, "张三", "记录", now=PLANNED
+    )
+
+    assert held.status == "held"
+
+
+async def test_held_time_in_the_future_is_still_refused(world: dict[str, Any]) -> None:
+    interview = await opened(world)
+
+    with pytest.raises(ValidationFailed) as caught:
+        await interviews.record_held(
+            world["clerk"],
+            interview.id,
+            interview.lock_version,
+            PLANNED + timedelta(hours=1),
+            "张三",
+            "记录",
+            now=PLANNED,
+        )
+
+    assert caught.value.details["fields"]["held_at"] == "约谈时间不能晚于现在"

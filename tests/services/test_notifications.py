@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from tortoise.transactions import in_transaction
 
-from backend.errors import TemplateConfigInvalid
+from backend.errors import TemplateConfigInvalid, ValidationFailed
 from backend.models import (
     AuditLog,
     InboxMessage,
@@ -258,6 +258,12 @@ async def test_enqueue_rolls_back_with_the_callers_transaction() -> None:
 # -- the ledger ----------------------------------------------------------------------------------
 
 
+async def ledger_account(openid: str = "o-test-veteran") -> tuple[Veteran, WechatAccount]:
+    """A bound veteran, with the demo templates configured so reports of them are accepted."""
+    await notifications.ensure_default_templates()
+    return await bound_veteran(openid)
+
+
 async def remaining(account: WechatAccount, template_id: str = APPROVED_TID) -> int:
     row = await SubscriptionLedger.get_or_none(account_id=account.id, template_id=template_id)
     return row.remaining if row else 0
@@ -268,7 +274,7 @@ def popup(status: str = "accept", template_id: str = APPROVED_TID) -> list[dict[
 
 
 async def test_report_then_popup_of_one_tap_counts_once() -> None:
-    _, account = await bound_veteran()
+    _, account = await ledger_account()
 
     await subscriptions.report_acceptance(account, {APPROVED_TID: "accept"})
     await notifications.on_popup(account.openid, popup())
@@ -279,7 +285,7 @@ async def test_report_then_popup_of_one_tap_counts_once() -> None:
 
 
 async def test_popup_then_report_of_one_tap_counts_once() -> None:
-    _, account = await bound_veteran()
+    _, account = await ledger_account()
 
     await notifications.on_popup(account.openid, popup())
     await subscriptions.report_acceptance(account, {APPROVED_TID: "accept"})
@@ -288,7 +294,7 @@ async def test_popup_then_report_of_one_tap_counts_once() -> None:
 
 
 async def test_report_and_popup_arriving_together_count_once() -> None:
-    _, account = await bound_veteran()
+    _, account = await ledger_account()
 
     await asyncio.gather(
         subscriptions.report_acceptance(account, {APPROVED_TID: "accept"}),
@@ -299,7 +305,7 @@ async def test_report_and_popup_arriving_together_count_once() -> None:
 
 
 async def test_two_taps_count_twice_whatever_the_order() -> None:
-    _, account = await bound_veteran()
+    _, account = await ledger_account()
 
     await subscriptions.report_acceptance(account, {APPROVED_TID: "accept"})
     await subscriptions.report_acceptance(account, {APPROVED_TID: "accept"})
@@ -310,7 +316,7 @@ async def test_two_taps_count_twice_whatever_the_order() -> None:
 
 
 async def test_popup_long_after_a_report_is_a_new_tap() -> None:
-    _, account = await bound_veteran()
+    _, account = await ledger_account()
     await subscriptions.report_acceptance(account, {APPROVED_TID: "accept"})
     old = datetime.now(UTC) - subscriptions.PAIR_WINDOW - timedelta(minutes=1)
     await SubscriptionEvent.filter(account_id=account.id).update(created_at=old)
@@ -321,7 +327,7 @@ async def test_popup_long_after_a_report_is_a_new_tap() -> None:
 
 
 async def test_reject_adds_nothing_and_withdrawal_empties_the_ledger() -> None:
-    _, account = await bound_veteran()
+    _, account = await ledger_account()
     await subscriptions.report_acceptance(account, {APPROVED_TID: "accept"})
     await subscriptions.report_acceptance(account, {APPROVED_TID: "accept"})
 
@@ -335,7 +341,7 @@ async def test_reject_adds_nothing_and_withdrawal_empties_the_ledger() -> None:
 
 
 async def test_a_send_spends_one_and_never_goes_below_zero() -> None:
-    _, account = await bound_veteran()
+    _, account = await ledger_account()
     await subscriptions.report_acceptance(account, {APPROVED_TID: "accept"})
 
     async with in_transaction() as conn:
@@ -349,4 +355,16 @@ async def test_a_send_spends_one_and_never_goes_below_zero() -> None:
 async def test_events_for_an_unknown_openid_change_nothing() -> None:
     await notifications.on_popup("o-nobody", popup())
 
+    assert not await SubscriptionLedger.exists()
+
+
+async def test_report_of_an_unconfigured_template_changes_nothing() -> None:
+    _, account = await ledger_account()
+
+    with pytest.raises(ValidationFailed) as caught:
+        await subscriptions.report_acceptance(account, {"NOBODY-USES-THIS": "accept"})
+
+    assert caught.value.details["fields"] == {
+        "results.NOBODY-USES-THIS": "没有使用该模板ID的消息通知"
+    }
     assert not await SubscriptionLedger.exists()
