@@ -8,7 +8,9 @@ region of its own.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from typing import Any
 
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
@@ -23,6 +25,7 @@ from backend.routes.portal_common import (
     flash,
     form_value,
     keyset_page,
+    local_datetime,
     page_args,
     query_without,
     redirect,
@@ -30,6 +33,7 @@ from backend.routes.portal_common import (
     scope_prefix,
     staff_required,
 )
+from backend.schemas.registrations import SECTIONS
 from backend.services import staff as staff_service
 
 logger = logging.getLogger(__name__)
@@ -37,6 +41,113 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("portal_staff", url_prefix="/portal")
 
 ACTOR_TYPES = {"staff": "工作人员", "veteran": "退役军人", "system": "系统"}
+
+#: Chinese names of every action code the services write; an unknown code shows as itself
+ACTION_LABELS = {
+    "privacy.accepted": "同意隐私政策",
+    "binding.requested": "申请人工确认绑定",
+    "binding.bound": "绑定身份",
+    "binding.refused": "绑定未通过",
+    "binding.confirmed": "人工确认绑定",
+    "binding.rejected": "驳回绑定申请",
+    "binding.unbound": "解除绑定",
+    "interview.opened": "发起约谈",
+    "interview.held": "记录约谈",
+    "interview.closed": "约谈结束",
+    "interview.cancelled": "取消约谈",
+    "roster.previewed": "预览名册",
+    "roster.rejected": "名册校验未通过",
+    "roster.imported": "导入名册",
+    "registration.window_set": "设置登记时间",
+    "registration.submitted": "提交年度登记",
+    "registration.entered_onsite": "现场代录登记",
+    "registration.approved": "审核通过",
+    "registration.returned": "退回补正",
+    "registration.late_filing_granted": "允许补报",
+    "template_config.saved": "保存消息模板",
+    "phone_task.done": "完成电话通知",
+    "veteran.id_viewed": "查看完整身份证号",
+    "staff.login": "登录",
+    "staff.password_accepted": "密码正确，待验证动态验证码",
+    "staff.login_failed": "登录失败",
+    "staff.locked": "账号锁定",
+    "staff.totp_failed": "动态验证码错误",
+    "staff.totp_enrolled": "启用动态验证码",
+    "staff.totp_reset": "重置动态验证码",
+    "staff.created": "创建账号",
+    "staff.enabled": "启用账号",
+    "staff.disabled": "停用账号",
+}
+
+#: Chinese names of the object types in audit rows
+OBJECT_LABELS = {
+    "veteran": "退役军人",
+    "wechat_account": "微信账号",
+    "binding_request": "绑定申请",
+    "interview": "约谈",
+    "roster_import_batch": "名册导入",
+    "staff": "工作人员",
+    "registration_window": "登记时间",
+    "registration": "年度登记",
+    "template_config": "消息模板",
+    "phone_task": "电话通知",
+}
+
+#: Chinese names of the detail keys; an unknown key shows as itself
+DETAIL_LABELS = {
+    "version": "隐私政策版本",
+    "reason": "原因",
+    "account_id": "微信账号编号",
+    "by": "方式",
+    "veteran_id": "退役军人编号",
+    "binding_request_id": "绑定申请编号",
+    "tokens_revoked": "注销登录凭证数",
+    "registration_id": "年度登记编号",
+    "held_at": "约谈时间",
+    "filename": "文件名",
+    "rows": "总行数",
+    "created": "新增",
+    "updated": "更新",
+    "unchanged": "未变化",
+    "errors": "错误行数",
+    "second_factor": "第二步验证",
+    "failures": "连续失败次数",
+    "active": "账号启用",
+    "minutes": "锁定分钟数",
+    "stage": "环节",
+    "username": "用户名",
+    "role": "角色",
+    "region": "行政区划",
+    "opens_on": "开始日期",
+    "closes_on": "截止日期",
+    "before": "原设置",
+    "demo": "演示设置",
+    "report_year": "年度",
+    "version_no": "版本",
+    "from": "原状态",
+    "benefits_confirmed": "确认待遇",
+    "sections": "退回栏目",
+    "deadline": "期限",
+    "template_id": "模板编号",
+    "page": "跳转页面",
+    "fields_map": "字段对应",
+}
+
+#: coded values in details, per key; free text (a reason typed by staff) passes through as is
+VALUE_LABELS: dict[str, dict[str, str]] = {
+    "by": {"phone": "手机号核验"},
+    "from": {"draft": "草稿", "returned": "退回补正"},
+    "second_factor": {"totp": "动态验证码", "setup": "需先设置动态验证码"},
+    "stage": {"enrol": "设置动态验证码"},
+    "role": staff_service.ROLE_LABELS,
+    "sections": SECTIONS,
+    "reason": {
+        "unknown_id": "身份证号不在名册中",
+        "name": "姓名与名册不符",
+        "inactive": "名册状态不可绑定",
+        "bound_elsewhere": "已绑定其他微信账号",
+    },
+}
 
 
 def _form(request: Request, name: str, limit: int = 255) -> str:
@@ -150,6 +261,31 @@ async def reset_staff_totp(request: Request, staff: StaffUser, staff_id: int) ->
     return redirect(request, "/portal/staff")
 
 
+def _detail_value(key: str, value: Any) -> str:
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return "是" if value else "否"
+    if isinstance(value, list | tuple):
+        return "、".join(_detail_value(key, item) for item in value) or "—"
+    if isinstance(value, dict):
+        return "，".join(f"{k}：{_detail_value(str(k), v)}" for k, v in value.items()) or "—"
+    if key == "held_at" and isinstance(value, str):
+        try:
+            return local_datetime(dt.datetime.fromisoformat(value))
+        except ValueError:
+            return value
+    return VALUE_LABELS.get(key, {}).get(str(value), str(value))
+
+
+def describe_detail(detail: Any) -> list[tuple[str, str]]:
+    """An audit detail as (Chinese label, readable value) pairs, in the order written."""
+    if not isinstance(detail, dict):
+        return [] if detail in (None, "", [], {}) else [("详情", _detail_value("", detail))]
+    pairs = [(str(key), value) for key, value in detail.items()]
+    return [(DETAIL_LABELS.get(key, key), _detail_value(key, value)) for key, value in pairs]
+
+
 def _audit_scope(staff: StaffUser) -> Q | None:
     if staff.region.level == "province":
         return None
@@ -200,5 +336,8 @@ async def list_audit(request: Request, staff: StaffUser) -> HTTPResponse:
         filters=filters,
         actor_types=ACTOR_TYPES,
         staff_names=names,
+        action_labels=ACTION_LABELS,
+        object_labels=OBJECT_LABELS,
+        details={row.id: describe_detail(row.detail) for row in page.items},
         base_query=query_without(request, "after"),
     )

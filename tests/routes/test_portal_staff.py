@@ -149,8 +149,31 @@ async def test_province_audit_page_filters_by_action(client: httpx.AsyncClient) 
     page = await client.get("/portal/audit?action=veteran.id_viewed")
 
     assert "veteran #5" in page.text
-    assert "note=&lt;b&gt;" in page.text
+    assert "note：&lt;b&gt;" in page.text
     assert "staff.login" not in page.text
+
+
+async def test_audit_page_names_actions_and_details_in_chinese(client: httpx.AsyncClient) -> None:
+    await _login(client, PROVINCE, role="clerk")
+    detail = {
+        "report_year": 2025,
+        "benefits_confirmed": True,
+        "registration_id": None,
+        "sections": ["party_life", "trips"],
+    }
+    await audit.record("staff", None, "registration.returned", "registration", 9, detail)
+    await audit.record("system", None, "made.up_code", "registration", 9, {"demo": False})
+
+    page = await client.get("/portal/audit?object_type=registration")
+
+    assert 'title="registration.returned">退回补正<br>' in page.text  # the code stays findable
+    assert "年度：2025" in page.text
+    assert "确认待遇：是" in page.text
+    assert "年度登记编号：—" in page.text
+    assert "退回栏目：组织生活、出入境情况" in page.text
+    assert 'title="made.up_code">made.up_code<br>' in page.text  # unknown codes show as they are
+    assert "演示设置：否" in page.text
+    assert "True" not in page.text and "None" not in page.text and "['" not in page.text
 
 
 async def test_audit_page_refuses_a_nonsense_actor_id(client: httpx.AsyncClient) -> None:
