@@ -191,6 +191,8 @@ async def test_approve_confirms_the_years_benefits(client: httpx.AsyncClient) ->
     assert f"已确认{REPORT_YEAR}年度待遇" in after.text
     assert (await AnnualRegistration.get(id=reg.id)).status == "approved"
     assert await BenefitConfirmation.filter(registration_id=reg.id).count() == 1
+    # Late filing cannot help an approved registration, so it is not offered.
+    assert "允许补报" not in after.text
 
 
 async def test_approve_without_csrf_token_is_refused_and_changes_nothing(
