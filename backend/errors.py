@@ -142,10 +142,6 @@ class WechatBadAnswer(WechatError):
     status, code, message = 502, "WECHAT_BAD_ANSWER", "微信服务返回了无法识别的结果。"
 
 
-class ImportRejected(AppError):
-    status, code, message = 422, "IMPORT_REJECTED", "名册中有错误行，本次未导入任何数据。"
-
-
 class TemplateConfigInvalid(AppError):
     status, code, message = 422, "TEMPLATE_CONFIG_INVALID", "消息模板配置有误。"
 

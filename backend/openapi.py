@@ -6,7 +6,6 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from backend.errors import AppError
 from backend.routes.common import SPECS, RouteSpec
 
 ERROR_SCHEMA: dict[str, Any] = {
@@ -140,13 +139,3 @@ def _openapi_path(path: str) -> str:
             part = "{" + part[1:-1].split(":")[0] + "}"
         out.append(part)
     return "/".join(out)
-
-
-def documented_error_codes() -> set[str]:
-    return {cls.code for cls in _all_errors()}
-
-
-def _all_errors() -> list[type[AppError]]:
-    from backend.errors import all_error_classes
-
-    return all_error_classes()

@@ -121,15 +121,6 @@ def parse_id_number(raw: object, today: dt.date | None = None) -> IdNumber:
     return IdNumber(number, birth, gender, converted)
 
 
-def is_valid_id_number(raw: object) -> bool:
-    """True when parse_id_number accepts the value."""
-    try:
-        parse_id_number(raw)
-    except InvalidIdNumber:
-        return False
-    return True
-
-
 def _refuse_shape(text: str) -> NoReturn:
     if not re.fullmatch(r"[\dX]+", text):
         raise InvalidIdNumber("身份证号只能由数字和末位的X组成，请删除其他字符。")

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from backend.errors import NotFound
-from backend.models.regions import Region, scope_prefix
+from backend.models.regions import Region
 
 logger = logging.getLogger(__name__)
 
@@ -199,14 +198,6 @@ async def seed_regions() -> int:
     if added:
         logger.info("seeded %d regions", added)
     return added
-
-
-async def region_scope(code: str) -> str:
-    """The code prefix that covers the region with this code and everything under it."""
-    region = await Region.get_or_none(code=code)
-    if region is None:
-        raise NotFound("没有找到该行政区划。")
-    return scope_prefix(region.code, region.level)
 
 
 def covers(staff_region: Region, code: str) -> bool:

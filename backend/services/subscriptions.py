@@ -213,14 +213,6 @@ async def report_acceptance(account: WechatAccount, results: Mapping[str, str]) 
     return remaining
 
 
-async def remaining_for(account_id: int) -> dict[str, int]:
-    """Every template's remaining acceptances for an account."""
-    rows = await SubscriptionLedger.filter(account_id=account_id).values_list(
-        "template_id", "remaining"
-    )
-    return {template_id: count for template_id, count in rows}
-
-
 async def account_for(openid: str) -> WechatAccount | None:
     """The account behind an openid of a push event, if it ever logged in."""
     return await WechatAccount.filter(openid=openid).first()

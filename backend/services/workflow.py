@@ -30,10 +30,6 @@ class Actor:
     ip: str = ""
     request_id: str = ""
 
-    @classmethod
-    def system(cls) -> Actor:
-        return cls("system")
-
 
 @dataclass(frozen=True)
 class Workflow:
